@@ -1,0 +1,86 @@
+# ca4: every target sets up what it needs on a fresh machine (see README.md).
+#   make run    execute the notebook headlessly into build/ca4.ipynb and export build/ca4.pdf
+#   make test   run the test suite
+#   make lab    open the notebook in JupyterLab
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VPY := $(VENV)/bin/python
+BUILD := build
+CA4_PROFILE ?= full
+export CA4_PROFILE
+# The environment is rebuilt whenever requirements.txt changes: its hash names the stamp.
+REQUIREMENTS_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+VENV_STAMP := $(VENV)/.installed-$(REQUIREMENTS_HASH)
+PDF_PACKAGES := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc
+
+.PHONY: help venv test run execute pdf pdf-tools lab lint bench clean distclean
+
+help:
+	@echo "make run        full assignment (CA4_PROFILE=full|fast) -> build/ca4.ipynb, build/ca4.pdf"
+	@echo "make test       run the tests (creates .venv if needed)"
+	@echo "make lab        open ca4.ipynb in JupyterLab"
+	@echo "make pdf        export build/ca4.ipynb to build/ca4.pdf again"
+	@echo "make bench      training and latent-grid benchmarks -> build/bench.json"
+	@echo "make lint       ruff over the Python files and the notebook"
+	@echo "make clean      remove build/ (outputs and the trained-model cache)"
+	@echo "make distclean  clean, and remove .venv"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt
+	@if [ ! -x $(VPY) ] || ! $(VPY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
+	  echo "creating $(VENV) with $(PYTHON)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
+	@$(VPY) -c 'import sys; sys.version_info[:2] == (3, 11) or print("warning: ca4 is pinned for Python 3.11, this is", sys.version.split()[0])'
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: venv
+	$(VPY) -m pytest
+
+# PDF export needs xelatex and pandoc: install them when we may (root with apt), else say how.
+pdf-tools:
+	@missing=""; for tool in xelatex pandoc; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing the PDF tools ($$missing ) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PDF_PACKAGES) >/dev/null; \
+	  else \
+	    echo "error: PDF export needs$$missing. Install them with:"; \
+	    echo "  sudo apt-get install --no-install-recommends $(PDF_PACKAGES)"; \
+	    echo "(other systems: a TeX distribution with xelatex, and pandoc)"; exit 1; \
+	  fi; \
+	fi
+
+run: venv pdf-tools
+	$(VPY) -m ca4_helpers preflight
+	@start=$$(date +%s); \
+	$(VPY) -m ca4_helpers execute --profile $(CA4_PROFILE); \
+	$(VPY) -m ca4_helpers pdf; \
+	echo "make run ($(CA4_PROFILE)) took $$(( $$(date +%s) - start )) s: $(BUILD)/ca4.ipynb, $(BUILD)/ca4.pdf, $(BUILD)/metrics.json"
+
+execute: venv
+	$(VPY) -m ca4_helpers preflight --no-pdf
+	$(VPY) -m ca4_helpers execute --profile $(CA4_PROFILE)
+
+pdf: venv pdf-tools
+	$(VPY) -m ca4_helpers pdf
+
+lab: venv
+	$(VENV)/bin/jupyter lab ca4.ipynb
+
+lint: venv
+	$(VENV)/bin/ruff check ca4_helpers.py tests benchmarks ca4.ipynb
+
+bench: venv
+	$(VPY) benchmarks/bench_training.py
+
+clean:
+	rm -rf $(BUILD)
+
+distclean: clean
+	rm -rf $(VENV)
