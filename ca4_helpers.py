@@ -94,8 +94,8 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile("full", None, None, autoencoder_epochs=20, latent_sweep_epochs=10,
-                    denoising_epochs=10, vae_epochs=20),
+    "full": Profile("full", None, None, autoencoder_epochs=20, latent_sweep_epochs=5,
+                    denoising_epochs=5, vae_epochs=20),
     "fast": Profile("fast", 4000, 1000, autoencoder_epochs=2, latent_sweep_epochs=1,
                     denoising_epochs=1, vae_epochs=2),
 }
@@ -653,17 +653,21 @@ def load_training_state(path: Path, model: keras.Model, key: str) -> dict[str, l
     return history
 
 
-def make_dataset(inputs: np.ndarray, targets: np.ndarray, batch_size: int,
+def make_dataset(inputs: np.ndarray | tf.Tensor, targets: np.ndarray | tf.Tensor, batch_size: int,
                  shuffle_seed: tuple[int, int] | None = None) -> tf.data.Dataset:
-    """Batch (inputs, targets) pairs; with a seed, in an order fixed by (seed, epoch)."""
-    size = inputs.shape[0]
+    """Batch (inputs, targets) pairs; with a seed, in an order fixed by (seed, epoch).
+
+    Pass tensors (tf.constant) when building one dataset per epoch, so that the images are
+    copied into TensorFlow once rather than every epoch.
+    """
+    size = int(inputs.shape[0])
     if shuffle_seed is None:
         order = np.arange(size)
     else:
         order = np.random.default_rng(list(shuffle_seed)).permutation(size)
+    inputs_tensor = tf.convert_to_tensor(inputs)
+    targets_tensor = inputs_tensor if targets is inputs else tf.convert_to_tensor(targets)
     dataset = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-    inputs_tensor = tf.constant(inputs)
-    targets_tensor = inputs_tensor if targets is inputs else tf.constant(targets)
     dataset = dataset.map(lambda index: (tf.gather(inputs_tensor, index),
                                          tf.gather(targets_tensor, index)))
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -764,14 +768,16 @@ def train_model(build_model: Callable[[], keras.Model], train_images: np.ndarray
             history = {}
     start_epoch = len(history.get("loss", []))
     validation = make_dataset(validation_images, validation_targets, PREDICT_BATCH_SIZE)
+    train_inputs = tf.constant(train_images)
+    train_outputs = train_inputs if train_targets is train_images else tf.constant(train_targets)
     started = time.perf_counter()
     epoch_seconds = []
     for epoch in range(start_epoch, epochs):
         epoch_started = time.perf_counter()
         model.optimizer.learning_rate.assign(
             cosine_learning_rate(initial_learning_rate, epoch, epochs, final_fraction))
-        training = make_dataset(train_images, train_targets, batch_size, (seed, epoch))
-        logs = model.fit(training, validation_data=validation, epochs=1, verbose=0,
+        training = make_dataset(train_inputs, train_outputs, batch_size, (seed, epoch))
+        logs = model.fit(training, validation_data=validation, epochs=1, verbose=0, shuffle=False,
                          callbacks=[keras.callbacks.TerminateOnNaN()]).history
         bad = {metric: values[-1] for metric, values in logs.items()
                if not np.all(np.isfinite(values))}

@@ -1,0 +1,236 @@
+"""Model builders, the VAE's loss terms and sampling, training steps and the latent grid."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import ca4_helpers as ca4
+
+
+def to_numpy(value) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+# --- shapes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("latent_dim", [1, 2, 10, 32])
+def test_autoencoder_shapes(latent_dim, mnist_small):
+    images = mnist_small["train_images"][:4]
+    model = ca4.build_autoencoder(latent_dim)
+    codes = to_numpy(model.encoder(images))
+    assert codes.shape == (4, latent_dim)
+    decoded = to_numpy(model.decoder(codes))
+    assert decoded.shape == (4, 28, 28, 1)
+    reconstructions = to_numpy(model(images))
+    np.testing.assert_allclose(reconstructions, decoded, rtol=1e-5, atol=1e-6)
+    assert np.all(reconstructions > 0) and np.all(reconstructions < 1)
+    assert model.optimizer is not None
+
+
+def test_vae_encoder_returns_mean_and_log_variance(mnist_small):
+    images = mnist_small["train_images"][:5]
+    model = ca4.build_vae(latent_dim=2)
+    z_mean, z_log_var = model.encoder(images)
+    assert to_numpy(z_mean).shape == (5, 2)
+    assert to_numpy(z_log_var).shape == (5, 2)
+    assert to_numpy(model(images)).shape == (5, 28, 28, 1)
+    assert model.decoder.input_shape == (None, 2)
+
+
+# --- loss terms -----------------------------------------------------------------------------------
+
+
+def test_kl_of_standard_normal_is_zero():
+    zeros = np.zeros((6, 3), dtype=np.float32)
+    assert float(to_numpy(ca4.kl_divergence(zeros, zeros))) == 0.0
+
+
+def test_kl_matches_closed_form():
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=(8, 4)).astype(np.float32)
+    log_var = rng.normal(scale=0.7, size=(8, 4)).astype(np.float32)
+    m, lv = mean.astype(np.float64), log_var.astype(np.float64)
+    expected = np.mean(0.5 * np.sum(np.exp(lv) + m**2 - 1.0 - lv, axis=1))
+    actual = float(to_numpy(ca4.kl_divergence(mean, log_var)))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5)
+    assert actual > 0
+
+
+def test_reconstruction_loss_is_summed_pixel_bce():
+    rng = np.random.default_rng(1)
+    targets = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
+    targets[0, :3] = 0.0
+    targets[1, :3] = 1.0
+    predictions = rng.uniform(0.01, 0.99, size=(3, 28, 28, 1)).astype(np.float32)
+    predictions[2, 0, :5] = 0.0  # exercises the clipping at 1e-7
+    predictions[2, 1, :5] = 1.0
+    # Keras clips float32 predictions to [1e-7, 1 - 1e-7], both bounds rounded to float32.
+    p = np.clip(predictions, np.float32(1e-7), np.float32(1 - 1e-7)).astype(np.float64)
+    t = targets.astype(np.float64)
+    per_pixel = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    expected = per_pixel.reshape(3, 784).sum(axis=1).mean()
+    actual = float(to_numpy(ca4.reconstruction_loss(targets, predictions)))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5)
+
+
+# --- sampling -------------------------------------------------------------------------------------
+
+
+def test_sampling_with_tiny_variance_returns_the_mean():
+    mean = np.linspace(-3, 3, 20, dtype=np.float32).reshape(10, 2)
+    log_var = np.full_like(mean, -30.0)
+    z = to_numpy(ca4.Sampling(seed=0)([mean, log_var]))
+    np.testing.assert_allclose(z, mean, atol=1e-5)
+
+
+def test_sampling_has_requested_mean_and_variance():
+    mean = np.full((20000, 1), 1.5, dtype=np.float32)
+    log_var = np.full_like(mean, math.log(0.25))
+    z = to_numpy(ca4.Sampling(seed=3)([mean, log_var]))[:, 0]
+    assert z.mean() == pytest.approx(1.5, rel=0.01)
+    assert z.var() == pytest.approx(0.25, rel=0.04)
+
+
+def test_sampling_seed_fixes_the_draws():
+    mean = np.zeros((50, 2), dtype=np.float32)
+    log_var = np.zeros_like(mean)
+    first = to_numpy(ca4.Sampling(seed=11)([mean, log_var]))
+    again = to_numpy(ca4.Sampling(seed=11)([mean, log_var]))
+    other = to_numpy(ca4.Sampling(seed=12)([mean, log_var]))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+# --- training steps -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vae_steps(mnist_small):
+    """Ten train_on_batch steps of a VAE on one fixed batch of 32 images."""
+    batch = mnist_small["train_images"][:32]
+    ca4.set_seed(0)
+    model = ca4.build_vae(latent_dim=2, kl_weight=1.0, seed=0)
+    before = [v.numpy().copy() for v in model.trainable_weights]
+    losses = [model.train_on_batch(batch, batch, return_dict=True)["loss"]]
+    after_one = [v.numpy().copy() for v in model.trainable_weights]
+    losses += [model.train_on_batch(batch, batch, return_dict=True)["loss"] for _ in range(9)]
+    return {"model": model, "batch": batch, "before": before, "after_one": after_one,
+            "losses": losses}
+
+
+def test_one_vae_step_changes_every_weight(vae_steps):
+    changed = [not np.array_equal(a, b) for a, b in zip(vae_steps["before"], vae_steps["after_one"])]
+    assert len(changed) > 0 and all(changed)
+
+
+def test_vae_steps_lower_the_loss(vae_steps):
+    losses = vae_steps["losses"]
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < losses[0]
+
+
+def test_vae_evaluate_reports_the_three_terms(mnist_small):
+    batch = mnist_small["train_images"][:32]
+    model = ca4.build_vae(latent_dim=2, kl_weight=2.0, seed=0)
+    logs = model.evaluate(batch, batch, batch_size=32, return_dict=True, verbose=0)
+    assert set(logs) == {"loss", "reconstruction_loss", "kl_loss"}
+    assert logs["reconstruction_loss"] > 0 and logs["kl_loss"] >= 0
+    assert logs["loss"] == pytest.approx(logs["reconstruction_loss"] + 2.0 * logs["kl_loss"],
+                                         rel=1e-5)
+    # The KL term depends only on the deterministic encoder: check it against the closed form.
+    z_mean, z_log_var = (to_numpy(t).astype(np.float64) for t in model.encoder(batch))
+    expected_kl = np.mean(0.5 * np.sum(np.exp(z_log_var) + z_mean**2 - 1 - z_log_var, axis=1))
+    assert logs["kl_loss"] == pytest.approx(expected_kl, rel=1e-4)
+    # Targets default to the inputs when only images are given.
+    logs_without_targets = model.evaluate(batch, batch_size=32, return_dict=True, verbose=0)
+    assert logs_without_targets["kl_loss"] == pytest.approx(logs["kl_loss"], rel=1e-6)
+
+
+# --- latent grids ---------------------------------------------------------------------------------
+
+
+class CountingDecoder:
+    """Wraps a decoder and records each call (the helper must decode the grid in one batch)."""
+
+    def __init__(self, decoder):
+        self.decoder = decoder
+        self.batch_sizes: list[int] = []
+
+    @property
+    def input_shape(self):
+        return self.decoder.input_shape
+
+    def __call__(self, points, training=False):
+        self.batch_sizes.append(len(points))
+        return self.decoder(points, training=training)
+
+
+@pytest.fixture(scope="module")
+def decoder_2d():
+    ca4.set_seed(0)
+    return ca4.build_decoder(2)
+
+
+@pytest.mark.parametrize("n", [15, 4])
+def test_decode_latent_grid_decodes_once(n, decoder_2d):
+    counting = CountingDecoder(decoder_2d)
+    grid = ca4.decode_latent_grid(counting, points_per_side=n)
+    assert counting.batch_sizes == [n * n]
+    assert grid.shape == (28 * n, 28 * n)
+    assert np.all((grid > 0) & (grid < 1))
+
+
+def test_decode_latent_grid_tiles_row_major_from_the_top():
+    n = 3
+    points = ca4.latent_grid_points(n)
+
+    class IndexDecoder:
+        """Decodes point k to an image filled with k, to see where each tile lands."""
+
+        input_shape = (None, 2)
+
+        def __call__(self, batch, training=False):
+            index = np.array([np.flatnonzero((points == p).all(axis=1))[0] for p in np.asarray(batch)])
+            return np.broadcast_to(index[:, None, None, None], (len(batch), 28, 28, 1)).astype(float)
+
+    grid = ca4.decode_latent_grid(IndexDecoder(), points_per_side=n)
+    for row in range(n):
+        for column in range(n):
+            tile = grid[28 * row:28 * (row + 1), 28 * column:28 * (column + 1)]
+            assert np.all(tile == row * n + column)
+            z0, z1 = points[row * n + column]
+            # Left to right z[0] grows, top to bottom z[1] falls.
+            assert z0 == pytest.approx([-2, 0, 2][column]) and z1 == pytest.approx([2, 0, -2][row])
+
+
+def test_decode_latent_grid_rejects_other_latent_sizes():
+    with pytest.raises(ValueError, match="decoder"):
+        ca4.decode_latent_grid(CountingDecoder(ca4.build_decoder(3)), points_per_side=2)
+
+
+def test_linear_grid_covers_the_extent():
+    points = ca4.latent_grid_points(15, extent=2.0)
+    assert points.shape == (225, 2) and points.dtype == np.float32
+    corners = {(x, y) for x, y in np.round(points, 6).tolist() if abs(x) == 2 and abs(y) == 2}
+    assert corners == {(-2.0, -2.0), (-2.0, 2.0), (2.0, -2.0), (2.0, 2.0)}
+    assert points.min() == -2.0 and points.max() == 2.0
+    np.testing.assert_allclose(points[0], [-2.0, 2.0])  # top-left first
+    np.testing.assert_allclose(points[-1], [2.0, -2.0])
+    assert len(np.unique(points[:, 0])) == 15 and len(np.unique(points[:, 1])) == 15
+
+
+def test_gaussian_grid_is_symmetric():
+    points = ca4.latent_grid_points(7, spacing="gaussian")
+    axis = np.unique(points[:, 0])
+    assert len(axis) == 7
+    np.testing.assert_allclose(axis, -axis[::-1], atol=1e-6)
+    np.testing.assert_allclose(np.unique(points[:, 1]), axis, atol=1e-6)
+    # Quantiles 5 % ... 95 %: steps widen towards the tails.
+    steps = np.diff(axis)
+    assert steps[0] > steps[len(steps) // 2]
+    assert axis[-1] == pytest.approx(1.6448536, rel=1e-5)
