@@ -156,6 +156,14 @@ def check_non_negative_float(value: Any, name: str) -> float:
     return float(value)
 
 
+def check_learning_rate(learning_rate: Any) -> float:
+    """Return the learning rate if it is a finite number > 0, else raise ValueError."""
+    value = check_non_negative_float(learning_rate, "learning_rate")
+    if value == 0:
+        raise ValueError(f"learning_rate: expected a number > 0, got {learning_rate!r}")
+    return value
+
+
 def check_images(images: Any, name: str = "images") -> np.ndarray:
     """Return normalised images as float32 (N, 28, 28, 1) after checking shape, finiteness, range."""
     if not isinstance(images, np.ndarray):
@@ -192,6 +200,16 @@ def check_labels(labels: Any, count: int, name: str = "labels") -> np.ndarray:
         raise ValueError(f"{name}: expected digits 0-9, got values in "
                          f"[{labels.min()}, {labels.max()}]")
     return labels.astype(np.int64, copy=False)
+
+
+def check_matching_images(targets: Any, predictions: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Return checked `targets` and `predictions`, which must be image arrays of one shape."""
+    targets = check_images(targets, "targets")
+    predictions = check_images(predictions, "predictions")
+    if targets.shape != predictions.shape:
+        raise ValueError(f"predictions: expected shape {targets.shape} to match targets, "
+                         f"got {predictions.shape}")
+    return targets, predictions
 
 
 def check_same_length(first: np.ndarray, second: np.ndarray, names: tuple[str, str]) -> None:
@@ -426,14 +444,6 @@ def build_autoencoder(latent_dim: int = 10, learning_rate: float = 1e-3) -> Auto
     return model
 
 
-def check_learning_rate(learning_rate: Any) -> float:
-    """Return the learning rate if it is a finite number > 0, else raise ValueError."""
-    value = check_non_negative_float(learning_rate, "learning_rate")
-    if value == 0:
-        raise ValueError(f"learning_rate: expected a number > 0, got {learning_rate!r}")
-    return value
-
-
 def build_vae_encoder(latent_dim: int = 2) -> keras.Model:
     """Build the assignment's VAE encoder: conv trunk, Dense(16), then `z_mean` and `z_log_var`."""
     latent_dim = check_positive_int(latent_dim, "latent_dim")
@@ -609,23 +619,32 @@ def training_state(model: keras.Model) -> list[keras.Variable]:
     return list(model.variables) + list(model.optimizer.variables)
 
 
-def save_training_state(path: Path, model: keras.Model, history: Mapping[str, list[float]],
-                        key: str) -> None:
-    """Write model and optimiser state plus history to `path` atomically (temp file + rename)."""
-    arrays = {f"variable_{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(training_state(model))}
-    arrays["history_json"] = np.frombuffer(json.dumps(history).encode(), dtype=np.uint8)
-    arrays["key"] = np.frombuffer(key.encode(), dtype=np.uint8)
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str) -> Any:
+    """Open a temporary file beside `path` and rename it over `path` only once fully written."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode: expected 'w' or 'wb', got {mode!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
+        with os.fdopen(handle, mode) as stream:
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def save_training_state(path: Path, model: keras.Model, history: Mapping[str, list[float]],
+                        key: str) -> None:
+    """Write model and optimiser state plus history to `path` atomically (temp file + rename)."""
+    arrays = {f"variable_{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(training_state(model))}
+    arrays["history_json"] = np.frombuffer(json.dumps(history).encode(), dtype=np.uint8)
+    arrays["key"] = np.frombuffer(key.encode(), dtype=np.uint8)
+    with atomic_file(path, "wb") as stream:
+        np.savez(stream, **arrays)
 
 
 def load_training_state(path: Path, model: keras.Model, key: str) -> dict[str, list[float]]:
@@ -814,7 +833,9 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = PREDICT_BA
 
 def first_of_each_digit(labels: np.ndarray) -> np.ndarray:
     """Return the index of the first image of each digit 0-9, in digit order."""
-    labels = check_labels(labels, len(labels) if isinstance(labels, np.ndarray) else -1)
+    if not isinstance(labels, np.ndarray):
+        raise TypeError(f"labels: expected a NumPy array of digit labels, got {type(labels).__name__}")
+    labels = check_labels(labels, labels.shape[0])
     missing = sorted(set(DIGITS) - set(labels.tolist()))
     if missing:
         raise ValueError(f"labels: expected every digit 0-9 at least once, digits {missing} are missing")
@@ -836,11 +857,7 @@ def vae_reconstructions(model: VariationalAutoencoder, images: np.ndarray) -> np
 
 def mean_binary_cross_entropy(targets: np.ndarray, predictions: np.ndarray) -> float:
     """Return the mean per-pixel binary cross-entropy in NumPy (Keras' clipping at 1e-7)."""
-    targets = check_images(targets, "targets")
-    predictions = check_images(predictions, "predictions")
-    if targets.shape != predictions.shape:
-        raise ValueError(f"predictions: expected shape {targets.shape} to match targets, "
-                         f"got {predictions.shape}")
+    targets, predictions = check_matching_images(targets, predictions)
     clipped = np.clip(predictions.astype(np.float64), 1e-7, 1 - 1e-7)
     values = -(targets * np.log(clipped) + (1 - targets) * np.log(1 - clipped))
     return float(values.mean())
@@ -848,11 +865,7 @@ def mean_binary_cross_entropy(targets: np.ndarray, predictions: np.ndarray) -> f
 
 def mean_squared_error(targets: np.ndarray, predictions: np.ndarray) -> float:
     """Return the mean per-pixel squared error between two image arrays."""
-    targets = check_images(targets, "targets")
-    predictions = check_images(predictions, "predictions")
-    if targets.shape != predictions.shape:
-        raise ValueError(f"predictions: expected shape {targets.shape} to match targets, "
-                         f"got {predictions.shape}")
+    targets, predictions = check_matching_images(targets, predictions)
     return float(np.mean((targets.astype(np.float64) - predictions) ** 2))
 
 
@@ -1188,16 +1201,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write `data` as indented JSON through a temporary file, so readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, sort_keys=False)
-            stream.write("\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with atomic_file(path, "w") as stream:
+        json.dump(data, stream, indent=2)
+        stream.write("\n")
     return path
 
 
