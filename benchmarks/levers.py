@@ -36,7 +36,7 @@ RESULT_PREFIX = "LEVER-RESULT "
 
 REFERENCE: dict[str, Any] = {
     "model": "vae", "batch_size": 128, "steps_per_execution": 1, "input": "numpy",
-    "threads": "default", "onednn": "default", "jit_compile": "default",
+    "threads": "default", "onednn": "default", "jit_compile": "default", "precision": "float32",
 }
 
 # name -> (description, [(variant label, settings changed from REFERENCE)]); the first variant
@@ -58,6 +58,9 @@ LEVERS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
     "jit_compile": (
         "VAE: XLA, model.compile(jit_compile=True) vs the default ('auto': off on CPU)",
         [("default", {}), ("jit_compile=True", {"jit_compile": True})]),
+    "precision": (
+        "VAE: Keras mixed_bfloat16 policy (this CPU has AVX512-BF16) vs float32; changes the numerics",
+        [("float32 (default)", {}), ("mixed_bfloat16", {"precision": "mixed_bfloat16"})]),
     "autoencoder_batch_size": (
         "Autoencoder (Task 1, latent 10): batch size 128 vs 256 (free in the assignment)",
         [("128", {"model": "autoencoder"}), ("256", {"model": "autoencoder", "batch_size": 256})]),
@@ -89,6 +92,8 @@ def worker(config: dict[str, Any], images: int) -> dict[str, Any]:
     ca4 = bench.ca4
     train = bench.load_images(images)[0]
     ca4.set_seed(ca4.DEFAULT_SEED)
+    if config.get("precision", "float32") != "float32":
+        bench.keras.mixed_precision.set_global_policy(config["precision"])
     jit = True if config["jit_compile"] is True else "auto"
     builder = bench.build_plain_vae if config["model"] == "vae" else bench.build_plain_autoencoder
     model = builder(steps_per_execution=config["steps_per_execution"], jit_compile=jit)
