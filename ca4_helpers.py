@@ -70,7 +70,6 @@ IMAGE_SHAPE = (28, 28, 1)
 PIXELS_PER_IMAGE = 28 * 28
 DIGITS = tuple(range(10))
 KL_WEIGHTS = (0.1, 1.0, 5.0)
-VAE_DECODER_FILTERS = (32, 32)  # channels of the VAE decoder's transposed convs (14x14, 28x28)
 # Many small steps per tf.function call: measured faster on a 2-core CPU (benchmarks/README.md).
 STEPS_PER_EXECUTION = 16
 # Predictions go through the network in large batches; the batch size does not change results.
@@ -400,21 +399,14 @@ def conv_feature_extractor(inputs: keras.KerasTensor) -> keras.KerasTensor:
     return layers.Flatten()(hidden)
 
 
-def build_decoder(latent_dim: int, filters: tuple[int, int] = (32, 16),
-                  name: str = "decoder") -> keras.Model:
-    """Build the decoder of both models: Dense to 7x7x64, two transposed convs, a sigmoid conv.
-
-    `filters` are the channels at 14x14 and at 28x28; most of the decoder's cost is at 28x28.
-    """
+def build_decoder(latent_dim: int, name: str = "decoder") -> keras.Model:
+    """Build the decoder shared by both models: Dense to 7x7x64, two transposed convs, sigmoid."""
     latent_dim = check_positive_int(latent_dim, "latent_dim")
-    if len(filters) != 2:
-        raise ValueError(f"filters: expected two channel counts (14x14, 28x28), got {filters!r}")
-    coarse, fine = (check_positive_int(f, "filters") for f in filters)
     latent = keras.Input(shape=(latent_dim,), name="latent")
     hidden = layers.Dense(7 * 7 * 64, activation="relu")(latent)
     hidden = layers.Reshape((7, 7, 64))(hidden)
-    hidden = layers.Conv2DTranspose(coarse, 3, strides=2, activation="relu", padding="same")(hidden)
-    hidden = layers.Conv2DTranspose(fine, 3, strides=2, activation="relu", padding="same")(hidden)
+    hidden = layers.Conv2DTranspose(32, 3, strides=2, activation="relu", padding="same")(hidden)
+    hidden = layers.Conv2DTranspose(16, 3, strides=2, activation="relu", padding="same")(hidden)
     images = layers.Conv2D(1, 3, activation="sigmoid", padding="same", name="pixels")(hidden)
     return keras.Model(latent, images, name=name)
 
@@ -547,9 +539,7 @@ def build_vae(latent_dim: int = 2, kl_weight: float = 1.0, seed: int = DEFAULT_S
     kl_weight = check_non_negative_float(kl_weight, "kl_weight")
     seed = check_non_negative_int(seed, "seed")
     learning_rate = check_learning_rate(learning_rate)
-    # Twice the autoencoder's channels at 28x28: a 2-D code leaves all the detail to the decoder.
-    decoder = build_decoder(latent_dim, filters=VAE_DECODER_FILTERS)
-    model = VariationalAutoencoder(build_vae_encoder(latent_dim), decoder,
+    model = VariationalAutoencoder(build_vae_encoder(latent_dim), build_decoder(latent_dim),
                                    kl_weight=kl_weight, seed=seed, name=f"vae_kl{kl_weight:g}")
     model(ops.zeros((1, *IMAGE_SHAPE)))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),

@@ -108,8 +108,8 @@ def load_images(count: int) -> tuple[np.ndarray, np.ndarray]:
 def build_plain_vae(steps_per_execution: int = 1, jit_compile: Any = "auto"
                     ) -> ca4.VariationalAutoencoder:
     """The assignment's VAE (same layers and seed as build_vae), compiled the straightforward way."""
-    decoder = ca4.build_decoder(LATENT_DIM_VAE, filters=ca4.VAE_DECODER_FILTERS)
-    model = ca4.VariationalAutoencoder(ca4.build_vae_encoder(LATENT_DIM_VAE), decoder, kl_weight=1.0,
+    model = ca4.VariationalAutoencoder(ca4.build_vae_encoder(LATENT_DIM_VAE),
+                                       ca4.build_decoder(LATENT_DIM_VAE), kl_weight=1.0,
                                        seed=ca4.DEFAULT_SEED, name="vae_plain")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution,
                   jit_compile=jit_compile)
