@@ -70,7 +70,8 @@ IMAGE_SHAPE = (28, 28, 1)
 PIXELS_PER_IMAGE = 28 * 28
 DIGITS = tuple(range(10))
 KL_WEIGHTS = (0.1, 1.0, 5.0)
-# Many small steps per tf.function call: measured faster on a 2-core CPU (benchmarks/README.md).
+# Steps per tf.function call. Measured on the 2-core CPU: no effect beyond noise (0.84x-1.06x
+# for 4 to 64, benchmarks/README.md); part of the cache key, so changing it retrains everything.
 STEPS_PER_EXECUTION = 16
 # Predictions go through the network in large batches; the batch size does not change results.
 PREDICT_BATCH_SIZE = 1000
@@ -463,7 +464,8 @@ class Sampling(layers.Layer):
 
     def call(self, inputs: Sequence[Any]) -> Any:
         z_mean, z_log_var = inputs
-        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        # Same dtype as the mean, so that the layer also works under a mixed-precision policy.
+        epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
 
