@@ -61,7 +61,7 @@ run: venv pdf-tools
 	@start=$$(date +%s); \
 	$(VPY) -m ca4_helpers execute --profile $(CA4_PROFILE); \
 	$(VPY) -m ca4_helpers pdf; \
-	echo "make run ($(CA4_PROFILE)) took $$(( $$(date +%s) - start )) s: $(BUILD)/ca4.ipynb, $(BUILD)/ca4.pdf, $(BUILD)/metrics.json"
+	out=$${CA4_BUILD_DIR:-$(BUILD)}; echo "make run ($(CA4_PROFILE)) took $$(( $$(date +%s) - start )) s: $$out/ca4.ipynb, $$out/ca4.pdf, $$out/metrics.json"
 
 execute: venv
 	$(VPY) -m ca4_helpers preflight --no-pdf
