@@ -535,8 +535,12 @@ class VariationalAutoencoder(keras.Model):
 
 
 def build_vae(latent_dim: int = 2, kl_weight: float = 1.0, seed: int = DEFAULT_SEED,
-              learning_rate: float = 1e-3) -> VariationalAutoencoder:
-    """Build and compile the Task 2 VAE (Adam); `seed` fixes the sampling noise."""
+              learning_rate: float = 2e-3) -> VariationalAutoencoder:
+    """Build and compile the Task 2 VAE (Adam); `seed` fixes the sampling noise.
+
+    Learning rate 2e-3: at weight 1 the full profile ended at 149.1 (1e-3: 150.2) with the cosine
+    decay of train_model.
+    """
     latent_dim = check_positive_int(latent_dim, "latent_dim")
     kl_weight = check_non_negative_float(kl_weight, "kl_weight")
     seed = check_non_negative_int(seed, "seed")
