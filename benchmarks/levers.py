@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -193,9 +194,7 @@ def measure(levers: Sequence[str], images: int, repeats: int) -> dict[str, Any]:
 
 
 def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return float(statistics.median(values))
 
 
 def short_label(config: dict[str, Any]) -> str:
@@ -232,6 +231,7 @@ def build_dir() -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """ca4.write_json_atomic without importing TensorFlow into this driver process."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(data, indent=2) + "\n")
