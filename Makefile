@@ -24,7 +24,7 @@ help:
 	@echo "make test       run the tests (creates .venv if needed)"
 	@echo "make lab        open ca4.ipynb in JupyterLab"
 	@echo "make pdf        export build/ca4.ipynb to build/ca4.pdf again"
-	@echo "make bench      training and latent-grid benchmarks -> build/bench.json"
+	@echo "make bench      training, whole-epoch and latent-grid benchmarks -> build/bench.json"
 	@echo "make lint       ruff over the Python files and the notebook"
 	@echo "make clean      remove build/ (outputs and the trained-model cache)"
 	@echo "make distclean  clean, and remove .venv"

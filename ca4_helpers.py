@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
 import math
 import os
 import platform
+import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.lines
+import matplotlib.patches
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -67,16 +73,14 @@ tf.get_logger().setLevel("ERROR")
 PROJECT_DIR = Path(__file__).resolve().parent
 DEFAULT_SEED = 42
 IMAGE_SHAPE = (28, 28, 1)
-PIXELS_PER_IMAGE = 28 * 28
 DIGITS = tuple(range(10))
 KL_WEIGHTS = (0.1, 1.0, 5.0)
-# Steps per tf.function call. Measured on the 2-core CPU: no effect beyond noise (0.84x-1.06x
-# for 4 to 64, benchmarks/README.md); part of the cache key, so changing it retrains everything.
-STEPS_PER_EXECUTION = 16
+# The assignment's batch size, used for every model.
+BATCH_SIZE = 128
 # Predictions go through the network in large batches; the batch size does not change results.
 PREDICT_BATCH_SIZE = 1000
-# Bump when the training loop or the cache file format changes in a way the key cannot see.
-CACHE_FORMAT_VERSION = 1
+# Bump when the cache file format changes (the key already covers the code, see training_key).
+CACHE_FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,15 +94,23 @@ class Profile:
     latent_sweep_epochs: int
     denoising_epochs: int
     vae_epochs: int
-    autoencoder_batch_size: int = 128
-    vae_batch_size: int = 128
+    classifier_epochs: int
+    normalisation_epochs: int  # each of the two models of question 1
+
+    def planned_epochs(self, latent_sizes: int, kl_weights: int) -> int:
+        """Return the training epochs of one notebook run, for its estimate of the time left."""
+        return (self.autoencoder_epochs + latent_sizes * self.latent_sweep_epochs
+                + self.denoising_epochs + kl_weights * self.vae_epochs
+                + self.classifier_epochs + 2 * self.normalisation_epochs)
 
 
 PROFILES = {
     "full": Profile("full", None, None, autoencoder_epochs=20, latent_sweep_epochs=5,
-                    denoising_epochs=5, vae_epochs=20),
+                    denoising_epochs=5, vae_epochs=20, classifier_epochs=4,
+                    normalisation_epochs=1),
     "fast": Profile("fast", 4000, 1000, autoencoder_epochs=2, latent_sweep_epochs=1,
-                    denoising_epochs=1, vae_epochs=2),
+                    denoising_epochs=1, vae_epochs=2, classifier_epochs=1,
+                    normalisation_epochs=1),
 }
 
 
@@ -218,6 +230,29 @@ def check_same_length(first: np.ndarray, second: np.ndarray, names: tuple[str, s
     if first.shape[0] != second.shape[0]:
         raise ValueError(f"{names[1]}: expected {first.shape[0]} images to match {names[0]}, "
                          f"got {second.shape[0]}")
+
+
+def check_targets(targets: Any, inputs: np.ndarray, name: str) -> np.ndarray:
+    """Return training targets for `inputs`: the inputs when None, else images or digit labels."""
+    if targets is None:
+        return inputs
+    if isinstance(targets, np.ndarray) and targets.ndim == 1:
+        return check_labels(targets, inputs.shape[0], name)
+    targets = check_images(targets, name)
+    check_same_length(inputs, targets, ("the inputs", name))
+    return targets
+
+
+def check_codes(codes: Any, name: str = "codes", dimensions: int | None = None) -> np.ndarray:
+    """Return finite latent codes as a float array of shape (N, D), D = `dimensions` if given."""
+    codes = np.asarray(codes, dtype=np.float64)
+    if codes.ndim != 2 or codes.shape[0] == 0 or (dimensions and codes.shape[1] != dimensions):
+        shape = f"(N, {dimensions})" if dimensions else "(N, D)"
+        raise ValueError(f"{name}: expected an array of shape {shape} with N >= 1, "
+                         f"got {codes.shape}")
+    if not np.all(np.isfinite(codes)):
+        raise ValueError(f"{name}: expected finite values, got NaN or infinity")
+    return codes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,8 +409,9 @@ def add_gaussian_noise(images: np.ndarray, stddev: float, seed: int = DEFAULT_SE
     images = check_images(images)
     stddev = check_non_negative_float(stddev, "stddev")
     check_non_negative_int(seed, "seed")
-    noise = np.random.default_rng(seed).normal(0.0, stddev, size=images.shape)
-    return np.clip(images + noise, 0.0, 1.0).astype(np.float32)
+    noisy = np.random.default_rng(seed).normal(0.0, stddev, size=images.shape)
+    noisy += images  # in place: half a gigabyte less to allocate for the training set
+    return np.clip(noisy, 0.0, 1.0, out=noisy).astype(np.float32)
 
 
 def array_fingerprint(array: np.ndarray) -> str:
@@ -391,9 +427,9 @@ def array_fingerprint(array: np.ndarray) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def conv_feature_extractor(inputs: keras.KerasTensor) -> keras.KerasTensor:
-    """Apply the assignment's convolutional trunk: two Conv2D + MaxPooling blocks, then Flatten."""
-    hidden = layers.Conv2D(32, 3, activation="relu", padding="same")(inputs)
+def conv_feature_extractor(images: keras.KerasTensor) -> keras.KerasTensor:
+    """Apply the assignment's trunk: two Conv2D + MaxPooling blocks, then Flatten."""
+    hidden = layers.Conv2D(32, 3, activation="relu", padding="same")(images)
     hidden = layers.MaxPooling2D(2)(hidden)
     hidden = layers.Conv2D(64, 3, activation="relu", padding="same")(hidden)
     hidden = layers.MaxPooling2D(2)(hidden)
@@ -401,52 +437,64 @@ def conv_feature_extractor(inputs: keras.KerasTensor) -> keras.KerasTensor:
 
 
 def build_decoder(latent_dim: int, name: str = "decoder") -> keras.Model:
-    """Build the decoder shared by both models: Dense to 7x7x64, two transposed convs, sigmoid."""
+    """Build the decoder of both tasks: Dense to 7x7x64, two ConvTranspose, sigmoid."""
     latent_dim = check_positive_int(latent_dim, "latent_dim")
     latent = keras.Input(shape=(latent_dim,), name="latent")
     hidden = layers.Dense(7 * 7 * 64, activation="relu")(latent)
     hidden = layers.Reshape((7, 7, 64))(hidden)
-    hidden = layers.Conv2DTranspose(32, 3, strides=2, activation="relu", padding="same")(hidden)
-    hidden = layers.Conv2DTranspose(16, 3, strides=2, activation="relu", padding="same")(hidden)
-    images = layers.Conv2D(1, 3, activation="sigmoid", padding="same", name="pixels")(hidden)
+    hidden = layers.Conv2DTranspose(32, 3, strides=2, activation="relu",
+                                    padding="same")(hidden)
+    hidden = layers.Conv2DTranspose(16, 3, strides=2, activation="relu",
+                                    padding="same")(hidden)
+    images = layers.Conv2D(1, 3, activation="sigmoid", padding="same",
+                           name="pixels")(hidden)
     return keras.Model(latent, images, name=name)
 
 
-def build_autoencoder_encoder(latent_dim: int) -> keras.Model:
-    """Build the Task 1 encoder: the conv trunk, Dense(128), then a linear `latent_dim` code."""
+def build_autoencoder_encoder(latent_dim: int, input_scale: float = 1.0) -> keras.Model:
+    """Build the Task 1 encoder: conv trunk, Dense(128), then a linear latent code.
+
+    `input_scale` multiplies the pixels first: 255 feeds the network raw 0-255 values.
+    """
     latent_dim = check_positive_int(latent_dim, "latent_dim")
     images = keras.Input(shape=IMAGE_SHAPE, name="images")
-    hidden = layers.Dense(128, activation="relu")(conv_feature_extractor(images))
+    scaled = layers.Rescaling(input_scale, name="input_scale")(images)
+    hidden = conv_feature_extractor(scaled)
+    hidden = layers.Dense(128, activation="relu")(hidden)
     code = layers.Dense(latent_dim, name="code")(hidden)
     return keras.Model(images, code, name="encoder")
 
 
 class Autoencoder(keras.Model):
-    """A convolutional autoencoder: `decoder(encoder(images))`, trained with pixel BCE."""
+    """A convolutional autoencoder: `decoder(encoder(images))`."""
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, **kwargs: Any) -> None:
+    def __init__(self, encoder: keras.Model, decoder: keras.Model,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
 
-    def call(self, inputs: Any, training: bool = False) -> Any:
-        return self.decoder(self.encoder(inputs, training=training), training=training)
+    def call(self, images: Any, training: bool = False) -> Any:
+        code = self.encoder(images, training=training)
+        return self.decoder(code, training=training)
 
 
-def build_autoencoder(latent_dim: int = 10, learning_rate: float = 1e-3) -> Autoencoder:
-    """Build and compile the Task 1 autoencoder (Adam, mean per-pixel binary cross-entropy)."""
-    latent_dim = check_positive_int(latent_dim, "latent_dim")
+def build_autoencoder(latent_dim: int = 10, learning_rate: float = 1e-3,
+                      input_scale: float = 1.0) -> Autoencoder:
+    """Build and compile the Task 1 autoencoder: Adam, per-pixel cross-entropy."""
     learning_rate = check_learning_rate(learning_rate)
-    model = Autoencoder(build_autoencoder_encoder(latent_dim), build_decoder(latent_dim),
+    input_scale = check_non_negative_float(input_scale, "input_scale")
+    model = Autoencoder(build_autoencoder_encoder(latent_dim, input_scale),
+                        build_decoder(latent_dim),
                         name=f"autoencoder_latent{latent_dim}")
     model(ops.zeros((1, *IMAGE_SHAPE)))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy",
-                  steps_per_execution=STEPS_PER_EXECUTION)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="binary_crossentropy")
     return model
 
 
 def build_vae_encoder(latent_dim: int = 2) -> keras.Model:
-    """Build the assignment's VAE encoder: conv trunk, Dense(16), then `z_mean` and `z_log_var`."""
+    """Build the VAE encoder: conv trunk, Dense(16), then `z_mean` and `z_log_var`."""
     latent_dim = check_positive_int(latent_dim, "latent_dim")
     images = keras.Input(shape=IMAGE_SHAPE, name="images")
     hidden = layers.Dense(16, activation="relu")(conv_feature_extractor(images))
@@ -456,7 +504,7 @@ def build_vae_encoder(latent_dim: int = 2) -> keras.Model:
 
 
 class Sampling(layers.Layer):
-    """Draw z = mean + exp(log_var / 2) * eps with eps ~ N(0, I): the reparameterisation trick."""
+    """Draw z = z_mean + exp(z_log_var / 2) * epsilon, epsilon ~ N(0, I)."""
 
     def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -464,92 +512,107 @@ class Sampling(layers.Layer):
 
     def call(self, inputs: Sequence[Any]) -> Any:
         z_mean, z_log_var = inputs
-        # Same dtype as the mean, so that the layer also works under a mixed-precision policy.
-        epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator)
+        # In the mean's dtype, so that the layer also runs under mixed precision.
+        epsilon = keras.random.normal(ops.shape(z_mean), dtype=z_mean.dtype,
+                                      seed=self.seed_generator)
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
 
 def reconstruction_loss(targets: Any, reconstructions: Any) -> Any:
-    """Return the binary cross-entropy summed over each image's pixels, averaged over the batch."""
-    per_pixel = keras.losses.binary_crossentropy(targets, reconstructions)  # (N, 28, 28)
-    return ops.mean(ops.sum(per_pixel, axis=(1, 2)))
+    """Return the pixel BCE summed over each image, averaged over the batch."""
+    per_pixel = ops.binary_crossentropy(targets, reconstructions)
+    return ops.mean(ops.sum(per_pixel, axis=(1, 2, 3)))
+
+
+def kl_per_dimension(z_mean: Any, z_log_var: Any) -> Any:
+    """Return KL(N(z_mean, exp(z_log_var)) || N(0, 1)) per image and dimension."""
+    return -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
 
 
 def kl_divergence(z_mean: Any, z_log_var: Any) -> Any:
-    """Return KL(N(z_mean, exp(z_log_var)) || N(0, I)) summed over dimensions, batch-averaged."""
-    per_dimension = 1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var)
-    return ops.mean(-0.5 * ops.sum(per_dimension, axis=1))
+    """Return KL(q(z|x) || N(0, I)) summed over dimensions, averaged over the batch."""
+    return ops.mean(ops.sum(kl_per_dimension(z_mean, z_log_var), axis=1))
 
 
 class VariationalAutoencoder(keras.Model):
-    """A VAE whose loss is summed pixel BCE + `kl_weight` x KL(q(z|x) || N(0, I))."""
+    """A VAE trained on summed pixel BCE + kl_weight x KL(q(z|x) || N(0, I))."""
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, kl_weight: float = 1.0,
-                 seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, encoder: keras.Model, decoder: keras.Model,
+                 kl_weight: float = 1.0, seed: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kl_weight = check_non_negative_float(kl_weight, "kl_weight")
         self.encoder = encoder
         self.decoder = decoder
         self.sampling = Sampling(seed=seed, name="sampling")
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
-        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.loss_tracker, self.reconstruction_loss_tracker, self.kl_loss_tracker]
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
 
-    def call(self, inputs: Any, training: bool = False) -> Any:
-        z_mean, z_log_var = self.encoder(inputs, training=training)
-        return self.decoder(self.sampling([z_mean, z_log_var]), training=training)
+    def call(self, images: Any, training: bool = False) -> Any:
+        z_mean, z_log_var = self.encoder(images, training=training)
+        z = self.sampling([z_mean, z_log_var])
+        return self.decoder(z, training=training)
 
-    def loss_terms(self, inputs: Any, targets: Any, training: bool) -> tuple[Any, Any]:
-        """Return (reconstruction loss, KL divergence) of one batch."""
-        z_mean, z_log_var = self.encoder(inputs, training=training)
-        reconstructions = self.decoder(self.sampling([z_mean, z_log_var]), training=training)
-        return reconstruction_loss(targets, reconstructions), kl_divergence(z_mean, z_log_var)
+    def loss_terms(self, data: Any, training: bool) -> tuple[Any, Any]:
+        """Return the reconstruction loss and the KL divergence of one batch."""
+        # fit(x) passes the images alone; fit(x, y) and train_on_batch pass targets too.
+        images, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        targets = images if targets is None else targets
+        z_mean, z_log_var = self.encoder(images, training=training)
+        z = self.sampling([z_mean, z_log_var])
+        reconstructions = self.decoder(z, training=training)
+        return (reconstruction_loss(targets, reconstructions),
+                kl_divergence(z_mean, z_log_var))
 
     def train_step(self, data: Any) -> dict[str, Any]:
-        # train_on_batch passes (x, y, sample_weight) and fit(x) passes x alone.
-        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
-        targets = inputs if targets is None else targets
         with tf.GradientTape() as tape:
-            reconstruction, kl = self.loss_terms(inputs, targets, training=True)
-            total = reconstruction + self.kl_weight * kl
-        gradients = tape.gradient(total, self.trainable_weights)
+            reconstruction, kl = self.loss_terms(data, training=True)
+            loss = reconstruction + self.kl_weight * kl
+        gradients = tape.gradient(loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self.update_trackers(total, reconstruction, kl)
+        return self.update_metrics(loss, reconstruction, kl)
 
     def test_step(self, data: Any) -> dict[str, Any]:
-        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
-        targets = inputs if targets is None else targets
-        reconstruction, kl = self.loss_terms(inputs, targets, training=False)
-        return self.update_trackers(reconstruction + self.kl_weight * kl, reconstruction, kl)
+        reconstruction, kl = self.loss_terms(data, training=False)
+        loss = reconstruction + self.kl_weight * kl
+        return self.update_metrics(loss, reconstruction, kl)
 
-    def update_trackers(self, total: Any, reconstruction: Any, kl: Any) -> dict[str, Any]:
-        """Accumulate the three loss metrics and return their running means."""
-        self.loss_tracker.update_state(total)
-        self.reconstruction_loss_tracker.update_state(reconstruction)
-        self.kl_loss_tracker.update_state(kl)
-        return {metric.name: metric.result() for metric in self.metrics}
+    def update_metrics(self, loss: Any, reconstruction: Any, kl: Any) -> dict[str, Any]:
+        """Add one batch's loss terms to the running means and return the means."""
+        for tracker, value in zip(self.metrics, (loss, reconstruction, kl)):
+            tracker.update_state(value)
+        return {tracker.name: tracker.result() for tracker in self.metrics}
 
 
 def build_vae(latent_dim: int = 2, kl_weight: float = 1.0, seed: int = DEFAULT_SEED,
               learning_rate: float = 2e-3) -> VariationalAutoencoder:
-    """Build and compile the Task 2 VAE (Adam); `seed` fixes the sampling noise.
-
-    Learning rate 2e-3: at weight 1 the full profile ended at 149.1 (1e-3: 150.2) with the cosine
-    decay of train_model.
-    """
-    latent_dim = check_positive_int(latent_dim, "latent_dim")
+    """Build and compile the Task 2 VAE (Adam); `seed` fixes the sampling noise."""
     kl_weight = check_non_negative_float(kl_weight, "kl_weight")
     seed = check_non_negative_int(seed, "seed")
     learning_rate = check_learning_rate(learning_rate)
-    model = VariationalAutoencoder(build_vae_encoder(latent_dim), build_decoder(latent_dim),
-                                   kl_weight=kl_weight, seed=seed, name=f"vae_kl{kl_weight:g}")
+    model = VariationalAutoencoder(build_vae_encoder(latent_dim),
+                                   build_decoder(latent_dim), kl_weight=kl_weight,
+                                   seed=seed, name=f"vae_kl{kl_weight:g}")
     model(ops.zeros((1, *IMAGE_SHAPE)))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    return model
+
+
+def build_digit_classifier(learning_rate: float = 1e-3) -> keras.Model:
+    """Build and compile a small CNN that tells the ten digits apart (the judge of samples)."""
+    learning_rate = check_learning_rate(learning_rate)
+    images = keras.Input(shape=IMAGE_SHAPE, name="images")
+    hidden = layers.Dense(128, activation="relu")(conv_feature_extractor(images))
+    hidden = layers.Dropout(0.3)(hidden)
+    probabilities = layers.Dense(len(DIGITS), activation="softmax", name="digit")(hidden)
+    model = keras.Model(images, probabilities, name="digit_classifier")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  steps_per_execution=STEPS_PER_EXECUTION)
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -569,9 +632,9 @@ class TrainingResult:
     model: keras.Model
     history: dict[str, list[float]]
     source: str  # "trained", "resumed" or "cache"
-    seconds: float  # training time of this call (0 for a cache hit)
+    seconds: float  # the model's training time, over every run that trained it
     cache_path: Path | None
-    epoch_seconds: list[float] = dataclasses.field(default_factory=list)  # epochs run by this call
+    epoch_seconds: list[float] = dataclasses.field(default_factory=list)  # of this call
 
     @property
     def epochs(self) -> int:
@@ -585,8 +648,69 @@ class TrainingResult:
         return self.history[metric][-1]
 
 
+# Reached from training code but unable to change a trained model: left out of the key, so that
+# rewording a progress line does not retrain anything. The key's own machinery is left out too:
+# what it hashes is in the key, how it finds that is not.
+NOT_IN_TRAINING_KEY = frozenset({
+    "TrainingLog", "RunProgress", "format_duration", "TrainingResult", "TrainingDivergedError",
+    "NOT_IN_TRAINING_KEY", "training_key", "training_code", "referenced_names", "source_of",
+})
+
+
+def referenced_names(item: Any) -> set[str]:
+    """Return the global and attribute names that a function's or a class's code uses."""
+    if isinstance(item, functools.partial):
+        item = item.func
+    if not inspect.isclass(item) and not hasattr(item, "__code__"):
+        item = type(item)  # a callable object: its class's methods are its code
+    if inspect.isclass(item):
+        members = [getattr(member, "__func__", getattr(member, "fget", member))
+                   for member in vars(item).values()]
+        codes = [member.__code__ for member in members if inspect.isfunction(member)]
+        names = {base.__name__ for base in item.__mro__[1:]}
+    else:
+        codes, names = [item.__code__], set()
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(const for const in code.co_consts if inspect.iscode(const))
+    return names
+
+
+@functools.cache
+def source_of(item: Any) -> str:
+    """Return the source of a function or class, read once per process (inspect is slow)."""
+    return inspect.getsource(item)
+
+
+def training_code(*roots: Any) -> dict[str, str]:
+    """Return the source of every function, class and constant of this module `roots` use.
+
+    Names are followed through the code transitively, so the result is the part of the
+    module that building and training a model runs: losses, layers, builders, the data
+    pipeline and the loop. Plotting and reporting helpers are never reached. A module
+    global replaced from the notebook (`ca4.kl_divergence = ...`) is followed too.
+    """
+    module_globals = globals()
+    found: dict[str, str] = {}
+    pending = list(roots)
+    while pending:
+        for name in referenced_names(pending.pop()):
+            value = module_globals.get(name)
+            if (name in found or name in NOT_IN_TRAINING_KEY or name.startswith("__")
+                    or value is None):
+                continue
+            if inspect.isfunction(value) or inspect.isclass(value):
+                if value.__module__ in (__name__, "__main__"):
+                    found[name] = source_of(value)
+                    pending.append(value)
+            elif isinstance(value, (int, float, str, tuple, frozenset)):
+                found[name] = repr(value)
+    return dict(sorted(found.items()))
+
+
 def model_signature(model: keras.Model) -> list[Any]:
-    """Describe a model's architecture and optimiser without the layer names Keras numbers."""
+    """Describe a model's layers and optimiser without the layer names Keras numbers."""
 
     def strip_names(value: Any) -> Any:
         if isinstance(value, dict):
@@ -601,17 +725,27 @@ def model_signature(model: keras.Model) -> list[Any]:
             continue
         description.append([type(layer).__name__, strip_names(layer.get_config()),
                             [list(v.shape) for v in layer.weights]])
-    description.append(strip_names(model.optimizer.get_config()) if model.optimizer else None)
+    description.append(strip_names(keras.optimizers.serialize(model.optimizer)))
     description.append(getattr(model, "loss", None))
     return description
 
 
-def training_key(model: keras.Model, settings: Mapping[str, Any]) -> str:
-    """Return a hash of everything that changes a training result."""
+def variables_digest(model: keras.Model) -> str:
+    """Return a hash of a model's variables: initial weights and random-generator states."""
+    digest = hashlib.blake2b(digest_size=16)
+    for variable in model.variables:
+        digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def training_key(model: keras.Model, build_model: Callable[[], keras.Model],
+                 settings: Mapping[str, Any]) -> str:
+    """Return a hash of everything that changes a trained model (README: the cache)."""
     payload = {
         "format": CACHE_FORMAT_VERSION,
+        "code": training_code(train_model, build_model, type(model)),
         "architecture": model_signature(model),
-        "model_code": inspect.getsource(type(model)),
+        "initial_variables": variables_digest(model),
         "settings": dict(settings),
         "versions": library_versions(),
     }
@@ -619,7 +753,7 @@ def training_key(model: keras.Model, settings: Mapping[str, Any]) -> str:
 
 
 def training_state(model: keras.Model) -> list[keras.Variable]:
-    """Return every variable a resumed run needs: weights, RNG state, optimiser slots."""
+    """Return every variable a resumed run needs: weights, RNG states, optimiser slots."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     return list(model.variables) + list(model.optimizer.variables)
@@ -627,7 +761,7 @@ def training_state(model: keras.Model) -> list[keras.Variable]:
 
 @contextlib.contextmanager
 def atomic_file(path: Path, mode: str) -> Any:
-    """Open a temporary file beside `path` and rename it over `path` only once fully written."""
+    """Open a temporary file beside `path`; rename it over `path` once fully written."""
     if mode not in ("w", "wb"):
         raise ValueError(f"mode: expected 'w' or 'wb', got {mode!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -644,229 +778,385 @@ def atomic_file(path: Path, mode: str) -> Any:
 
 
 def save_training_state(path: Path, model: keras.Model, history: Mapping[str, list[float]],
-                        key: str) -> None:
-    """Write model and optimiser state plus history to `path` atomically (temp file + rename)."""
-    arrays = {f"variable_{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(training_state(model))}
+                        key: str, seconds: float) -> None:
+    """Write model and optimiser state, history and training time to `path` atomically."""
+    arrays = {f"variable_{i:04d}": np.asarray(v.numpy())
+              for i, v in enumerate(training_state(model))}
     arrays["history_json"] = np.frombuffer(json.dumps(history).encode(), dtype=np.uint8)
     arrays["key"] = np.frombuffer(key.encode(), dtype=np.uint8)
+    arrays["training_seconds"] = np.float64(seconds)
     with atomic_file(path, "wb") as stream:
         np.savez(stream, **arrays)
 
 
-def load_training_state(path: Path, model: keras.Model, key: str) -> dict[str, list[float]]:
-    """Restore state written by save_training_state into `model`; raise ValueError if damaged."""
+def load_training_state(path: Path, model: keras.Model, key: str
+                        ) -> tuple[dict[str, list[float]], float]:
+    """Restore what save_training_state wrote; return (history, training seconds).
+
+    Everything is checked before anything is assigned, so a damaged file (ValueError)
+    leaves the model as built.
+    """
     variables = training_state(model)
     try:
         with np.load(path, allow_pickle=False) as archive:
             stored = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
-        raise ValueError(f"{path}: unreadable ({type(error).__name__}: {error})") from error
+        raise ValueError(f"{path.name}: unreadable ({type(error).__name__}: {error})") from error
     if bytes(stored.pop("key", b"")).decode(errors="replace") != key:
-        raise ValueError(f"{path}: written for another training key")
+        raise ValueError(f"{path.name}: written for another training key")
     history = json.loads(bytes(stored.pop("history_json")).decode())
+    seconds = float(stored.pop("training_seconds", 0.0))
     if len(stored) != len(variables):
-        raise ValueError(f"{path}: holds {len(stored)} variables, the model has {len(variables)}")
+        raise ValueError(f"{path.name}: holds {len(stored)} variables, "
+                         f"the model has {len(variables)}")
     values = [stored[f"variable_{i:04d}"] for i in range(len(variables))]
     for variable, value in zip(variables, values):
         if tuple(variable.shape) != value.shape:
-            raise ValueError(f"{path}: variable {variable.path} has shape {value.shape}, "
+            raise ValueError(f"{path.name}: variable {variable.path} has shape {value.shape}, "
                              f"expected {tuple(variable.shape)}")
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
-            raise ValueError(f"{path}: variable {variable.path} holds NaN or infinity")
+            raise ValueError(f"{path.name}: variable {variable.path} holds NaN or infinity")
     for variable, value in zip(variables, values):
         variable.assign(value)
-    return history
+    return history, seconds
 
 
-def make_dataset(inputs: np.ndarray | tf.Tensor, targets: np.ndarray | tf.Tensor, batch_size: int,
-                 shuffle_seed: tuple[int, int] | None = None) -> tf.data.Dataset:
-    """Batch (inputs, targets) pairs; with a seed, in an order fixed by (seed, epoch).
+def pipeline_options() -> tf.data.Options:
+    """Return the tf.data options of every pipeline the project builds.
 
-    Pass tensors (tf.constant) when building one dataset per epoch, so that the images are
-    copied into TensorFlow once rather than every epoch.
+    Autotuning off: on the project's 2-core VMs, autotuned pipelines put a share of the
+    epochs into a mode in which the training threads wait and an epoch takes up to twice
+    as long (benchmarks/README.md). The pipelines only gather batches from memory, so a
+    fixed prefetch on one thread of their own keeps ahead of training on any machine.
     """
-    size = int(inputs.shape[0])
-    if shuffle_seed is None:
-        order = np.arange(size)
-    else:
-        order = np.random.default_rng(list(shuffle_seed)).permutation(size)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    return options
+
+
+def make_dataset(inputs: np.ndarray, targets: np.ndarray, batch_size: int,
+                 orders: np.ndarray | None = None) -> tf.data.Dataset:
+    """Batch (input, target) pairs: one pass per row of `orders` (index permutations).
+
+    Without `orders`, one pass in the stored order (validation and prediction).
+    """
     inputs_tensor = tf.convert_to_tensor(inputs)
     targets_tensor = inputs_tensor if targets is inputs else tf.convert_to_tensor(targets)
-    dataset = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    if orders is None:
+        orders = np.arange(len(inputs))[np.newaxis]
+    dataset = tf.data.Dataset.from_tensor_slices(orders).flat_map(
+        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+    # flat_map hides the length; Keras needs it to end each pass without a warning.
+    batches = len(orders) * math.ceil(orders.shape[1] / batch_size)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     dataset = dataset.map(lambda index: (tf.gather(inputs_tensor, index),
                                          tf.gather(targets_tensor, index)))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(2).with_options(pipeline_options())
 
 
-def cosine_learning_rate(initial: float, epoch: int, epochs: int, final_fraction: float) -> float:
-    """Return the learning rate of an epoch on a cosine from `initial` to `initial * final_fraction`."""
-    check_non_negative_int(epoch, "epoch")
-    check_positive_int(epochs, "epochs")
-    progress = epoch / max(1, epochs - 1)
-    return initial * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+def epoch_orders(size: int, seed: int, epochs: range) -> np.ndarray:
+    """Return the shuffled image order of each epoch, fixed by (seed, epoch)."""
+    return np.stack([np.random.default_rng([seed, epoch]).permutation(size)
+                     for epoch in epochs])
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds for a person: '45 s', '3 min 05 s', '1 h 02 min'."""
+    seconds = round(max(0.0, seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class RunProgress:
+    """The training epochs of a whole notebook run: planned, finished, and their time."""
+
+    def __init__(self, planned_epochs: int) -> None:
+        self.planned_epochs = check_positive_int(planned_epochs, "planned_epochs")
+        self.finished_epochs = 0
+        self.trained_epochs = 0
+        self.trained_seconds = 0.0
+
+    def add_trained_epoch(self, seconds: float) -> None:
+        """Count one epoch trained in this run."""
+        self.finished_epochs += 1
+        self.trained_epochs += 1
+        self.trained_seconds += seconds
+
+    def add_skipped_epochs(self, epochs: int) -> None:
+        """Count epochs that need no training (loaded from the cache or a checkpoint)."""
+        self.finished_epochs += epochs
+
+    def seconds_left(self) -> float:
+        """Estimate the training time left: the epochs left at the mean epoch time so far."""
+        mean = self.trained_seconds / max(1, self.trained_epochs)
+        return mean * max(0, self.planned_epochs - self.finished_epochs)
+
+
+# The PDF export drops lines that match this (TrainingLog's epoch lines); the record stays.
+EPOCH_LINE = re.compile(r"^\s*\S+ epoch \d+/\d+\b")
+
+
+class TrainingLog(keras.callbacks.Callback):
+    """Everything train_model prints: a line per epoch and a one-line record per model.
+
+    An epoch line gives the losses, the seconds, and the time left for the model and (with a
+    RunProgress) for the run's training. Not in the cache key: rewording changes no model.
+    """
+
+    def __init__(self, name: str, epochs: int, say: Callable[[str], None] | None,
+                 run: RunProgress | None = None) -> None:
+        super().__init__()
+        self.name, self.epochs, self.run = name, epochs, run
+        self.say = say or (lambda line: None)
+        self.seconds: list[float] = []
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self.started)
+        logs = logs or {}
+        losses = "  ".join(f"{metric} {logs[metric]:.4g}" for metric in ("loss", "val_loss")
+                           if metric in logs)
+        left = statistics.mean(self.seconds) * (self.epochs - epoch - 1)
+        line = (f"  {self.name} epoch {epoch + 1}/{self.epochs}  {losses}  "
+                f"{self.seconds[-1]:.1f} s  | {format_duration(left)} left")
+        if self.run is not None:
+            self.run.add_trained_epoch(self.seconds[-1])
+            line += f" | run: about {format_duration(self.run.seconds_left())} of training left"
+        self.say(line)
+
+    def record(self, source: str, history: Mapping[str, list[float]], seconds: float) -> None:
+        """Print the model's record: epochs, training time, final validation loss."""
+        epochs = len(history.get("loss", []))
+        loss = f", val_loss {history['val_loss'][-1]:.3g}" if history.get("val_loss") else ""
+        self.say(f"{self.name} {source}: {epochs} epoch{'s' * (epochs != 1)} in "
+                 f"{format_duration(seconds)}{loss}")
+
+    def cached(self, history: Mapping[str, list[float]], seconds: float) -> None:
+        """Report a model loaded from the cache."""
+        if self.run is not None:
+            self.run.add_skipped_epochs(self.epochs)
+        self.record("from the cache", history, seconds)
+
+    def resumed(self, start: int) -> None:
+        """Report a run that continues from the checkpoint of an interrupted one."""
+        if self.run is not None:
+            self.run.add_skipped_epochs(start)
+        self.say(f"{self.name}: resuming after epoch {start} of {self.epochs} "
+                 f"from an interrupted run")
+
+    def damaged(self, path: Path, error: ValueError) -> None:
+        """Report a cache entry or checkpoint that could not be used."""
+        kind = "checkpoint" if path.name.endswith(".partial.npz") else "cache entry"
+        self.say(f"{self.name}: damaged {kind} ignored and retrained ({error})")
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch: refuse a non-finite loss, extend the history, save the state."""
+
+    def __init__(self, name: str, epochs: int, path: Path, key: str,
+                 history: dict[str, list[float]], seconds: float) -> None:
+        super().__init__()
+        self.name, self.epochs, self.path, self.key = name, epochs, path, key
+        self.history, self.seconds = history, seconds
+        self.epoch_seconds: list[float] = []
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        logs = dict(logs or {})
+        bad = {metric: value for metric, value in logs.items() if not math.isfinite(value)}
+        if bad:
+            raise TrainingDivergedError(
+                f"{self.name}: the loss became non-finite in epoch {epoch + 1} of "
+                f"{self.epochs} ({bad}); lower the learning rate or check the inputs for NaN")
+        for metric, value in logs.items():
+            self.history.setdefault(metric, []).append(float(value))
+        self.epoch_seconds.append(time.perf_counter() - self.started)
+        self.seconds += self.epoch_seconds[-1]
+        save_training_state(self.path, self.model, self.history, self.key, self.seconds)
 
 
 def train_model(build_model: Callable[[], keras.Model], train_images: np.ndarray,
-                validation_images: np.ndarray, *, name: str, epochs: int, batch_size: int = 128,
-                seed: int = DEFAULT_SEED, train_targets: np.ndarray | None = None,
-                validation_targets: np.ndarray | None = None, profile: str = "custom",
+                validation_images: np.ndarray, *, name: str, epochs: int,
+                batch_size: int = BATCH_SIZE, seed: int = DEFAULT_SEED,
+                train_targets: np.ndarray | None = None,
+                validation_targets: np.ndarray | None = None,
                 cache_dir: str | os.PathLike | None = None, retrain: bool | None = None,
                 final_learning_rate_fraction: float = 0.1,
-                log: Callable[[str], None] | None = print) -> TrainingResult:
-    """Seed, build and train a model (or load it from the cache); validate after every epoch.
+                log: Callable[[str], None] | None = print,
+                run: RunProgress | None = None) -> TrainingResult:
+    """Seed, build and train a model, or load it from the cache; validate every epoch.
 
-    Targets default to the inputs (an autoencoder). The learning rate follows a cosine from the
-    model's own value down to `final_learning_rate_fraction` of it over the epochs (1 keeps it
-    constant). The result is cached under
-    `cache_dir` (default `build/cache/`) by a key of everything that changes it; a finished
-    epoch is checkpointed so that an interrupted run resumes. `retrain=True` (or
-    $CA4_RETRAIN=1) ignores the cache.
+    Targets default to the inputs (an autoencoder) and may be digit labels. The learning
+    rate decays step by step on a cosine from the model's own value to
+    `final_learning_rate_fraction` of it. Results are cached under `cache_dir` (default
+    build/cache/) by `training_key`; each finished epoch is checkpointed, so an interrupted
+    run resumes. `retrain=True` (or $CA4_RETRAIN=1) ignores the cache. `log` gets one line
+    per epoch and a one-line record; `run` counts the epochs for the run's time estimate.
     """
-    if not callable(build_model):
-        raise TypeError(f"build_model: expected a function that returns a compiled model, "
-                        f"got {type(build_model).__name__}")
-    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"name: expected a non-empty name of letters, digits, '_' or '-', "
-                         f"got {name!r}")
-    epochs = check_positive_int(epochs, "epochs")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    seed = check_non_negative_int(seed, "seed")
-    final_fraction = check_non_negative_float(final_learning_rate_fraction,
-                                              "final_learning_rate_fraction")
-    if not 0 < final_fraction <= 1:
-        raise ValueError(f"final_learning_rate_fraction: expected a number in (0, 1], "
-                         f"got {final_learning_rate_fraction!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):
+        raise ValueError(f"name: expected letters, digits, '_' or '-' (a file name), got {name!r}")
     train_images = check_images(train_images, "train_images")
     validation_images = check_images(validation_images, "validation_images")
-    train_targets = train_images if train_targets is None else check_images(train_targets,
-                                                                            "train_targets")
-    validation_targets = (validation_images if validation_targets is None
-                          else check_images(validation_targets, "validation_targets"))
-    check_same_length(train_images, train_targets, ("train_images", "train_targets"))
-    check_same_length(validation_images, validation_targets,
-                      ("validation_images", "validation_targets"))
+    train_targets = check_targets(train_targets, train_images, "train_targets")
+    validation_targets = check_targets(validation_targets, validation_images,
+                                       "validation_targets")
+    epochs = check_positive_int(epochs, "epochs")
+    steps_per_epoch = math.ceil(len(train_images) / check_positive_int(batch_size, "batch_size"))
     if retrain is None:
         retrain = os.environ.get("CA4_RETRAIN", "").strip() not in ("", "0", "false", "no")
-    say = log or (lambda message: None)
+    report = TrainingLog(name, epochs, log, run)
 
     set_seed(seed)
     model = build_model()
-    if not isinstance(model, keras.Model) or model.optimizer is None:
-        raise TypeError(f"build_model: expected it to return a compiled keras.Model, "
-                        f"got {type(model).__name__}")
-    # Read before any restore: a checkpoint holds the last epoch's (decayed) rate.
-    initial_learning_rate = float(model.optimizer.learning_rate)
-    settings = {
-        "epochs": epochs, "batch_size": batch_size, "seed": seed, "profile": profile,
-        "data": [array_fingerprint(a) for a in (train_images, train_targets,
-                                                 validation_images, validation_targets)],
-        "steps_per_execution": STEPS_PER_EXECUTION,
-        "final_learning_rate_fraction": final_fraction,
-    }
-    key = training_key(model, settings)
+    model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
+        float(model.optimizer.learning_rate), epochs * steps_per_epoch,
+        alpha=final_learning_rate_fraction)
+    data = [array_fingerprint(array) for array in
+            (train_images, train_targets, validation_images, validation_targets)]
+    key = training_key(model, build_model, {"epochs": epochs, "batch_size": batch_size,
+                                            "seed": seed, "data": data})
     folder = Path(cache_dir) if cache_dir is not None else build_dir() / "cache"
     cache_path = folder / f"{name}-{key[:16]}.npz"
-    checkpoint_path = folder / f"{name}-{key[:16]}.partial.npz"
+    checkpoint_path = cache_path.with_suffix(".partial.npz")
 
-    if not retrain and cache_path.exists():
-        try:
-            history = load_training_state(cache_path, model, key)
-            say(f"{name}: loaded from the cache ({cache_path.name}, {len(history['loss'])} "
-                f"epochs; CA4_RETRAIN=1 retrains)")
-            return TrainingResult(model, history, "cache", 0.0, cache_path)
-        except ValueError as error:
-            say(f"{name}: damaged cache entry ignored and retrained ({error})")
-            cache_path.unlink(missing_ok=True)
+    cached = None if retrain else restore(model, cache_path, key, report)
+    if cached is not None:
+        history, seconds = cached
+        report.cached(history, seconds)
+        return TrainingResult(model, history, "cache", seconds, cache_path)
+    resumed = None if retrain else restore(model, checkpoint_path, key, report)
+    history, seconds = resumed or ({}, 0.0)
+    start = len(history.get("loss", []))
+    if resumed:
+        report.resumed(start)
+    checkpoint = EpochCheckpoint(name, epochs, checkpoint_path, key, history, seconds)
+    if start < epochs:
+        orders = epoch_orders(len(train_images), seed, range(start, epochs))
+        model.fit(make_dataset(train_images, train_targets, batch_size, orders),
+                  validation_data=make_dataset(validation_images, validation_targets,
+                                               PREDICT_BATCH_SIZE),
+                  epochs=epochs, initial_epoch=start, steps_per_epoch=steps_per_epoch,
+                  shuffle=False, verbose=0,
+                  callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint, report])
+    os.replace(checkpoint_path, cache_path)  # the last epoch's checkpoint is the finished model
+    report.record("trained", history, checkpoint.seconds)
+    return TrainingResult(model, history, "resumed" if resumed else "trained",
+                          checkpoint.seconds, cache_path, checkpoint.epoch_seconds)
 
-    history: dict[str, list[float]] = {}
-    source = "trained"
-    if checkpoint_path.exists() and not retrain:
-        try:
-            history = load_training_state(checkpoint_path, model, key)
-            source = "resumed"
-            say(f"{name}: resuming after epoch {len(history['loss'])} of {epochs} "
-                f"from an interrupted run")
-        except ValueError as error:
-            say(f"{name}: damaged checkpoint ignored ({error})")
-            set_seed(seed)
-            model = build_model()
-            history = {}
-    start_epoch = len(history.get("loss", []))
-    validation = make_dataset(validation_images, validation_targets, PREDICT_BATCH_SIZE)
-    train_inputs = tf.constant(train_images)
-    train_outputs = train_inputs if train_targets is train_images else tf.constant(train_targets)
-    started = time.perf_counter()
-    epoch_seconds = []
-    for epoch in range(start_epoch, epochs):
-        epoch_started = time.perf_counter()
-        model.optimizer.learning_rate.assign(
-            cosine_learning_rate(initial_learning_rate, epoch, epochs, final_fraction))
-        training = make_dataset(train_inputs, train_outputs, batch_size, (seed, epoch))
-        logs = model.fit(training, validation_data=validation, epochs=1, verbose=0, shuffle=False,
-                         callbacks=[keras.callbacks.TerminateOnNaN()]).history
-        bad = {metric: values[-1] for metric, values in logs.items()
-               if not np.all(np.isfinite(values))}
-        if bad or len(logs.get("val_loss", [])) != 1:
-            raise TrainingDivergedError(
-                f"{name}: the loss became non-finite in epoch {epoch + 1} of {epochs} ({bad}); "
-                "lower the learning rate or check the inputs for NaN")
-        for metric, values in logs.items():
-            history.setdefault(metric, []).append(float(values[-1]))
-        save_training_state(checkpoint_path, model, history, key)
-        epoch_seconds.append(time.perf_counter() - epoch_started)
-        if epoch + 1 in (1, epochs) or (epoch + 1) % max(1, epochs // 4) == 0:
-            say(f"{name}: epoch {epoch + 1}/{epochs}  loss {history['loss'][-1]:.4f}  "
-                f"val_loss {history['val_loss'][-1]:.4f}  "
-                f"({epoch_seconds[-1]:.1f} s)")
-    seconds = time.perf_counter() - started
-    save_training_state(cache_path, model, history, key)
-    checkpoint_path.unlink(missing_ok=True)
-    say(f"{name}: trained {epochs - start_epoch} epochs in {seconds:.0f} s")
-    return TrainingResult(model, history, source, seconds, cache_path, epoch_seconds)
+
+def restore(model: keras.Model, path: Path, key: str, report: TrainingLog
+            ) -> tuple[dict[str, list[float]], float] | None:
+    """Load a cache entry or checkpoint into `model`; None (and deleted) if missing or damaged."""
+    if not path.exists():
+        return None
+    try:
+        return load_training_state(path, model, key)
+    except ValueError as error:
+        report.damaged(path, error)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def run_kl_sweep(train_images: np.ndarray, validation_images: np.ndarray, *,
+                 kl_weights: Sequence[float] = KL_WEIGHTS, epochs: int,
+                 seed: int = DEFAULT_SEED, latent_dim: int = 2, **training_options: Any
+                 ) -> dict[float, TrainingResult]:
+    """Train one VAE per KL weight with the same seed and data; return them by weight."""
+    if len(kl_weights) == 0:
+        raise ValueError("kl_weights: expected at least one KL weight, got none")
+    weights = [check_non_negative_float(w, "kl_weights") for w in kl_weights]
+    return {
+        weight: train_model(lambda w=weight: build_vae(latent_dim, w, seed), train_images,
+                            validation_images, name=f"vae_kl{weight:g}".replace(".", "p"),
+                            epochs=epochs, seed=seed, **training_options)
+        for weight in weights
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
 
+# A latent dimension whose average KL to the prior is below this carries almost no information
+# about the image: the KL bounds what z_d can tell about x, and 0.01 nats is less than 1/60 of
+# the ln 2 = 0.69 nats needed to tell even two kinds of image apart. Above it, it is "active".
+ACTIVE_DIMENSION_NATS = 0.01
+# The classifier "recognises" a digit when its top probability reaches this.
+CONFIDENCE = 0.9
 
-def predict(model: keras.Model, images: np.ndarray, batch_size: int = PREDICT_BATCH_SIZE) -> Any:
+
+def predict(model: keras.Model, images: np.ndarray,
+            batch_size: int = PREDICT_BATCH_SIZE) -> Any:
     """Run `model` on normalised images in batches, silently (no progress bar)."""
     images = check_images(images)
     batch_size = check_positive_int(batch_size, "batch_size")
     return model.predict(images, batch_size=batch_size, verbose=0)
 
 
+def decode_codes(decoder: keras.Model, codes: np.ndarray) -> np.ndarray:
+    """Decode latent codes (N, D) into images (N, 28, 28, 1) in large batches."""
+    codes = check_codes(codes, dimensions=decoder.input_shape[-1]).astype(np.float32)
+    return np.asarray(decoder.predict(codes, batch_size=PREDICT_BATCH_SIZE, verbose=0))
+
+
 def first_of_each_digit(labels: np.ndarray) -> np.ndarray:
     """Return the index of the first image of each digit 0-9, in digit order."""
     if not isinstance(labels, np.ndarray):
-        raise TypeError(f"labels: expected a NumPy array of digit labels, got {type(labels).__name__}")
+        raise TypeError(f"labels: expected a NumPy array of digit labels, "
+                        f"got {type(labels).__name__}")
     labels = check_labels(labels, labels.shape[0])
     missing = sorted(set(DIGITS) - set(labels.tolist()))
     if missing:
-        raise ValueError(f"labels: expected every digit 0-9 at least once, digits {missing} are missing")
+        raise ValueError(f"labels: expected every digit 0-9 at least once, "
+                         f"digits {missing} are missing")
     return np.array([int(np.argmax(labels == digit)) for digit in DIGITS])
 
 
-def vae_latent_means(model: VariationalAutoencoder, images: np.ndarray) -> np.ndarray:
-    """Return the encoder's z_mean for each image (the VAE's deterministic code)."""
+def vae_encode(model: VariationalAutoencoder, images: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Return the encoder's z_mean and z_log_var for each image."""
     if not isinstance(model, VariationalAutoencoder):
         raise TypeError(f"model: expected a VariationalAutoencoder, got {type(model).__name__}")
-    return predict(model.encoder, images)[0]
+    z_mean, z_log_var = predict(model.encoder, images)
+    return np.asarray(z_mean), np.asarray(z_log_var)
 
 
 def vae_reconstructions(model: VariationalAutoencoder, images: np.ndarray) -> np.ndarray:
-    """Return the VAE's mean reconstructions: the decoder applied to z_mean, without sampling."""
-    means = vae_latent_means(model, images)
-    return np.asarray(model.decoder.predict(means, batch_size=PREDICT_BATCH_SIZE, verbose=0))
+    """Return the VAE's mean reconstructions: the decoder applied to z_mean, no sampling."""
+    return decode_codes(model.decoder, vae_encode(model, images)[0])
+
+
+def kl_by_dimension(model: VariationalAutoencoder, images: np.ndarray) -> np.ndarray:
+    """Return each latent dimension's KL to the prior, averaged over `images`."""
+    z_mean, z_log_var = vae_encode(model, images)
+    return np.asarray(ops.mean(kl_per_dimension(z_mean, z_log_var), axis=0), dtype=np.float64)
+
+
+def binary_cross_entropy(targets: Any, predictions: Any) -> np.ndarray:
+    """Return Keras' binary cross-entropy of every value (predictions clipped to [1e-7, 1-1e-7])."""
+    targets = np.asarray(targets, dtype=np.float32)
+    predictions = np.asarray(predictions, dtype=np.float32)
+    if targets.shape != predictions.shape:
+        raise ValueError(f"predictions: expected shape {targets.shape} to match targets, "
+                         f"got {predictions.shape}")
+    return np.asarray(ops.binary_crossentropy(targets, predictions))
 
 
 def mean_binary_cross_entropy(targets: np.ndarray, predictions: np.ndarray) -> float:
-    """Return the mean per-pixel binary cross-entropy in NumPy (Keras' clipping at 1e-7)."""
+    """Return the mean per-pixel binary cross-entropy of predicted images."""
     targets, predictions = check_matching_images(targets, predictions)
-    clipped = np.clip(predictions.astype(np.float64), 1e-7, 1 - 1e-7)
-    values = -(targets * np.log(clipped) + (1 - targets) * np.log(1 - clipped))
-    return float(values.mean())
+    return float(np.mean(binary_cross_entropy(targets, predictions), dtype=np.float64))
 
 
 def mean_squared_error(targets: np.ndarray, predictions: np.ndarray) -> float:
@@ -875,195 +1165,322 @@ def mean_squared_error(targets: np.ndarray, predictions: np.ndarray) -> float:
     return float(np.mean((targets.astype(np.float64) - predictions) ** 2))
 
 
-def denoising_report(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray) -> dict[str, float]:
-    """Compare noisy and denoised images with the clean ones (MSE and BCE, and their ratio)."""
+def denoising_report(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray
+                     ) -> dict[str, float]:
+    """Compare noisy and denoised images with the clean ones (MSE, and how many times closer)."""
     noisy_mse = mean_squared_error(clean, noisy)
     denoised_mse = mean_squared_error(clean, denoised)
-    return {
-        "noisy_mse": noisy_mse,
-        "denoised_mse": denoised_mse,
-        "mse_ratio": noisy_mse / max(denoised_mse, 1e-12),
-        "noisy_bce": mean_binary_cross_entropy(clean, noisy),
-        "denoised_bce": mean_binary_cross_entropy(clean, denoised),
-    }
+    return {"noisy_mse": noisy_mse, "denoised_mse": denoised_mse,
+            "mse_ratio": noisy_mse / max(denoised_mse, 1e-12)}
+
+
+def dead_unit_share(encoder: keras.Model, images: np.ndarray) -> float:
+    """Return the share of the encoder's ReLU units (channels) that stay 0 on every image."""
+    relu_layers = [layer for layer in encoder.layers
+                   if getattr(layer, "activation", None) is keras.activations.relu]
+    if not relu_layers:
+        raise ValueError("encoder: expected layers with ReLU activations, found none")
+    probe = keras.Model(encoder.inputs, [layer.output for layer in relu_layers])
+    outputs = probe.predict(check_images(images), batch_size=PREDICT_BATCH_SIZE, verbose=0)
+    # A unit is a channel: the last axis of a convolution's or a dense layer's output.
+    active = [np.any(np.asarray(output).reshape(-1, output.shape[-1]) > 0, axis=0)
+              for output in outputs]
+    return 1.0 - float(np.mean(np.concatenate(active)))
 
 
 def pca_2d(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project codes (N, D) onto their first two principal components; return points and ratios."""
+    """Project codes (N, D) on their first two principal components; return points, ratios."""
     from sklearn.decomposition import PCA
 
-    codes = np.asarray(codes)
-    if codes.ndim != 2 or codes.shape[0] < 2 or codes.shape[1] < 2:
-        raise ValueError(f"codes: expected an (N, D) array with N >= 2 and D >= 2, got {codes.shape}")
-    if not np.all(np.isfinite(codes)):
-        raise ValueError("codes: expected finite values, got NaN or infinity")
+    codes = check_codes(codes)
+    if codes.shape[0] < 2 or codes.shape[1] < 2:
+        raise ValueError(f"codes: expected an (N, D) array with N >= 2 and D >= 2, "
+                         f"got {codes.shape}")
     pca = PCA(n_components=2, random_state=0)
     return pca.fit_transform(codes), pca.explained_variance_ratio_
 
 
-def gradient_norm_by_input_scale(build_model: Callable[[], keras.Model], images: np.ndarray,
-                                 scales: Sequence[float] = (1.0, 255.0), seed: int = DEFAULT_SEED
-                                 ) -> dict[float, float]:
-    """Return the first-step gradient norm of an autoencoder when its inputs are multiplied by each scale."""
-    images = check_images(images)
-    norms = {}
-    for scale in scales:
-        scale = check_non_negative_float(scale, "scales")
-        set_seed(seed)
-        model = build_model()
-        with tf.GradientTape() as tape:
-            loss = ops.mean(keras.losses.binary_crossentropy(images, model(images * scale)))
-        gradients = tape.gradient(loss, model.trainable_weights)
-        norms[scale] = float(tf.linalg.global_norm(gradients))
-    return norms
+def knn_accuracy(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: np.ndarray,
+                 test_labels: np.ndarray, neighbours: int = 5) -> float:
+    """Return the test accuracy of a k-nearest-neighbour digit classifier on latent codes."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    train_codes, test_codes = check_codes(train_codes, "train_codes"), check_codes(
+        test_codes, "test_codes", dimensions=np.shape(train_codes)[1])
+    train_labels = check_labels(train_labels, len(train_codes), "train_labels")
+    test_labels = check_labels(test_labels, len(test_codes), "test_labels")
+    if check_positive_int(neighbours, "neighbours") > len(train_codes):
+        raise ValueError(f"neighbours: expected at most the {len(train_codes)} training codes, "
+                         f"got {neighbours}")
+    classifier = KNeighborsClassifier(n_neighbors=neighbours)
+    return float(classifier.fit(train_codes, train_labels).score(test_codes, test_labels))
 
 
-def binary_cross_entropy_curve(target: float, predictions: Sequence[float]) -> list[float]:
-    """Return the BCE of one pixel with the given target at each prediction (targets may leave [0, 1])."""
-    check_non_negative_float(target, "target")
-    values = np.clip(np.asarray(predictions, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return [float(v) for v in -(target * np.log(values) + (1 - target) * np.log(1 - values))]
-
-
-def vae_sweep_table(results: Mapping[float, TrainingResult]) -> list[dict[str, float]]:
-    """Summarise a KL-weight sweep: final validation terms, weighted total and unweighted ELBO."""
+def vae_sweep_table(results: Mapping[float, TrainingResult], images: np.ndarray
+                    ) -> list[dict[str, Any]]:
+    """Summarise a KL-weight sweep on validation images: loss terms, -ELBO, KL per dimension."""
     rows = []
     for kl_weight, result in results.items():
         reconstruction = result.final("val_reconstruction_loss")
         kl = result.final("val_kl_loss")
+        per_dimension = kl_by_dimension(result.model, images)
         rows.append({"kl_weight": float(kl_weight), "epochs": result.epochs,
                      "val_loss": result.final("val_loss"),
                      "val_reconstruction_loss": reconstruction, "val_kl_loss": kl,
-                     "val_elbo": reconstruction + kl})
+                     "val_neg_elbo": reconstruction + kl,
+                     "val_kl_per_dimension": [float(value) for value in per_dimension],
+                     "active_dimensions": int(np.sum(per_dimension > ACTIVE_DIMENSION_NATS))})
     return rows
 
 
-def run_kl_sweep(train_images: np.ndarray, validation_images: np.ndarray, *,
-                 kl_weights: Sequence[float] = KL_WEIGHTS, epochs: int, batch_size: int = 128,
-                 seed: int = DEFAULT_SEED, latent_dim: int = 2, **training_options: Any
-                 ) -> dict[float, TrainingResult]:
-    """Train one VAE per KL weight with the same seed and data; return the results by weight."""
-    if len(kl_weights) == 0:
-        raise ValueError("kl_weights: expected at least one KL weight, got none")
-    weights = [check_non_negative_float(w, "kl_weights") for w in kl_weights]
-    check_positive_int(latent_dim, "latent_dim")
-    return {
-        weight: train_model(lambda w=weight: build_vae(latent_dim, w, seed), train_images,
-                            validation_images, name=f"vae_kl{weight:g}".replace(".", "p"),
-                            epochs=epochs, batch_size=batch_size, seed=seed, **training_options)
-        for weight in weights
-    }
-
-
 def latent_grid_points(points_per_side: int = 15, extent: float = 2.0,
-                       spacing: str = "linear") -> np.ndarray:
-    """Return an (n*n, 2) grid over [-extent, extent]^2, or at Gaussian quantiles, row-major from the top."""
+                       spacing: str = "linear",
+                       bounds: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+    """Return an (n*n, 2) grid of latent points, row-major from the top left.
+
+    Linear spacing covers [-extent, extent]^2, or `bounds` ((z0 low, high), (z1 low, high));
+    Gaussian spacing puts the points at the 5 % ... 95 % quantiles of N(0, 1).
+    """
     from scipy.stats import norm
 
     points_per_side = check_positive_int(points_per_side, "points_per_side")
     extent = check_non_negative_float(extent, "extent")
+    if bounds is not None and np.shape(bounds) != (2, 2):
+        raise ValueError(f"bounds: expected ((z0 low, high), (z1 low, high)), got {bounds!r}")
     if spacing == "linear":
-        axis = np.linspace(-extent, extent, points_per_side)
+        limits = bounds if bounds is not None else ((-extent, extent),) * 2
+        axes = [np.linspace(low, high, points_per_side) for low, high in limits]
     elif spacing == "gaussian":
-        axis = norm.ppf(np.linspace(0.05, 0.95, points_per_side))
+        axes = [norm.ppf(np.linspace(0.05, 0.95, points_per_side))] * 2
     else:
         raise ValueError(f"spacing: expected 'linear' or 'gaussian', got {spacing!r}")
     # Rows run from high z[1] at the top to low at the bottom, as on a plot's y-axis.
-    z1, z0 = np.meshgrid(axis[::-1], axis, indexing="ij")
+    z1, z0 = np.meshgrid(axes[1][::-1], axes[0], indexing="ij")
     return np.stack([z0.ravel(), z1.ravel()], axis=1).astype(np.float32)
 
 
+def tile_images(images: np.ndarray, columns: int) -> np.ndarray:
+    """Tile images (N, 28, 28[, 1]) into one (28 rows, 28 columns) sheet, row by row."""
+    images = np.asarray(images)
+    images = images[..., 0] if images.ndim == 4 else images
+    columns = check_positive_int(columns, "columns")
+    if images.ndim != 3 or images.shape[0] % columns:
+        raise ValueError(f"images: expected (N, 28, 28) with N a multiple of {columns}, "
+                         f"got {images.shape}")
+    rows = images.shape[0] // columns
+    height, width = images.shape[1:]
+    return images.reshape(rows, columns, height, width).transpose(0, 2, 1, 3).reshape(
+        rows * height, columns * width)
+
+
 def decode_latent_grid(decoder: keras.Model, points_per_side: int = 15, extent: float = 2.0,
-                       spacing: str = "linear") -> np.ndarray:
-    """Decode a latent grid in one batched call and tile it into a (28n, 28n) image."""
-    points = latent_grid_points(points_per_side, extent, spacing)
+                       spacing: str = "linear",
+                       bounds: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+    """Decode a 2-D latent grid in one batched call and tile it into one image."""
+    points = latent_grid_points(points_per_side, extent, spacing, bounds)
     if tuple(decoder.input_shape[1:]) != (2,):
         raise ValueError(f"decoder: expected a decoder of a 2-D latent space, got input shape "
                          f"{decoder.input_shape}")
-    images = np.asarray(decoder(points, training=False))[..., 0]
-    n = points_per_side
-    return images.reshape(n, n, 28, 28).transpose(0, 2, 1, 3).reshape(28 * n, 28 * n)
+    return tile_images(np.asarray(decoder(points, training=False)), points_per_side)
 
 
-def latent_grid_coverage(means: np.ndarray, points_per_side: int = 15, extent: float = 2.0) -> float:
-    """Return the fraction of the grid's cells over [-extent, extent]^2 holding at least one code."""
-    means = np.asarray(means)
-    if means.ndim != 2 or means.shape[1] != 2:
-        raise ValueError(f"means: expected shape (N, 2), got {means.shape}")
+def latent_grid_coverage(means: np.ndarray, points_per_side: int = 15,
+                         extent: float = 2.0) -> float:
+    """Return the share of the grid's cells over [-extent, extent]^2 that hold a code."""
+    means = check_codes(means, "means", dimensions=2)
     points_per_side = check_positive_int(points_per_side, "points_per_side")
-    extent = check_non_negative_float(extent, "extent")
-    if extent == 0:
+    if check_non_negative_float(extent, "extent") == 0:
         raise ValueError("extent: expected a number > 0, got 0")
     edges = np.linspace(-extent, extent, points_per_side + 1)
     counts, _, _ = np.histogram2d(means[:, 0], means[:, 1], bins=[edges, edges])
     return float(np.mean(counts > 0))
 
 
-def grid_neighbour_change(grid_image: np.ndarray) -> dict[str, float]:
-    """Return the mean and largest pixel change between neighbouring tiles of a decoded grid."""
+def grid_neighbour_change(grid_image: np.ndarray) -> dict[str, Any]:
+    """Return the mean-pixel change between neighbouring tiles of a decoded 2-D grid.
+
+    `mean` and `max` over all neighbours; `along` the mean change between horizontal
+    neighbours (a step in z[0]) and between vertical ones (a step in z[1]).
+    """
     grid_image = np.asarray(grid_image)
-    if grid_image.ndim != 2 or grid_image.shape[0] != grid_image.shape[1] or grid_image.shape[0] % 28:
-        raise ValueError(f"grid_image: expected a (28n, 28n) image, got shape {grid_image.shape}")
+    if (grid_image.ndim != 2 or grid_image.shape[0] != grid_image.shape[1]
+            or grid_image.shape[0] % 28 or grid_image.shape[0] < 56):
+        raise ValueError(f"grid_image: expected a (28n, 28n) image with n >= 2, "
+                         f"got shape {grid_image.shape}")
     n = grid_image.shape[0] // 28
     tiles = grid_image.reshape(n, 28, n, 28).transpose(0, 2, 1, 3)
-    changes = np.concatenate([np.abs(np.diff(tiles, axis=0)).mean(axis=(2, 3)).ravel(),
-                              np.abs(np.diff(tiles, axis=1)).mean(axis=(2, 3)).ravel()])
-    return {"mean": float(changes.mean()), "max": float(changes.max())} if changes.size else {
-        "mean": 0.0, "max": 0.0}
+    along_z1 = np.abs(np.diff(tiles, axis=0)).mean(axis=(2, 3)).ravel()
+    along_z0 = np.abs(np.diff(tiles, axis=1)).mean(axis=(2, 3)).ravel()
+    changes = np.concatenate([along_z1, along_z0])
+    return {"mean": float(changes.mean()), "max": float(changes.max()),
+            "along": [float(along_z0.mean()), float(along_z1.mean())]}
+
+
+def latent_space_table(means_by_weight: Mapping[float, np.ndarray],
+                       decoders: Mapping[float, keras.Model], points_per_side: int,
+                       extent: float) -> list[dict[str, float]]:
+    """Measure each VAE's code space: spread, grid coverage, change between grid neighbours."""
+    rows = []
+    for kl_weight, means in means_by_weight.items():
+        grid = decode_latent_grid(decoders[kl_weight], points_per_side, extent)
+        change = grid_neighbour_change(grid)
+        rows.append({"kl_weight": float(kl_weight),
+                     "z_std": [float(value) for value in np.std(means, axis=0)],
+                     "coverage": latent_grid_coverage(means, points_per_side, extent),
+                     "neighbour_change": change["mean"], "largest_change": change["max"],
+                     "change_along": change["along"]})
+    return rows
+
+
+def classify(classifier: keras.Model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return each image's predicted digit and the classifier's probability for it."""
+    probabilities = np.asarray(predict(classifier, images))
+    return probabilities.argmax(axis=1), probabilities.max(axis=1)
+
+
+def normalised_entropy(counts: Sequence[float]) -> float:
+    """Return the entropy of a histogram divided by its maximum, log(number of bins)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.size < 2 or np.any(counts < 0) or counts.sum() <= 0:
+        raise ValueError(f"counts: expected >= 2 non-negative counts with a positive sum, "
+                         f"got {counts.tolist()}")
+    shares = counts[counts > 0] / counts.sum()
+    return float(-(shares * np.log(shares)).sum() / np.log(counts.size))
+
+
+def generation_report(digits: np.ndarray, confidences: np.ndarray) -> dict[str, float]:
+    """Judge generated digits by a classifier's verdicts: confidence and variety."""
+    digits = np.asarray(digits)
+    if digits.size == 0:
+        raise ValueError("digits: expected at least one classified sample, got none")
+    digits = check_labels(digits, len(digits), "digits")
+    confidences = np.asarray(confidences, dtype=np.float64)
+    if confidences.shape != digits.shape:
+        raise ValueError(f"confidences: expected one per digit, shape {digits.shape}, "
+                         f"got {confidences.shape}")
+    counts = np.bincount(digits, minlength=len(DIGITS))
+    return {"samples": int(len(digits)),
+            "confident_share": float(np.mean(confidences >= CONFIDENCE)),
+            "digit_entropy": normalised_entropy(counts),
+            "least_digit_share": float(counts.min() / len(digits))}
+
+
+def sample_prior(count: int, seed: int = DEFAULT_SEED, latent_dim: int = 2) -> np.ndarray:
+    """Draw `count` latent codes from the VAE prior N(0, I), reproducibly."""
+    rng = np.random.default_rng(check_non_negative_int(seed, "seed"))
+    return rng.standard_normal((check_positive_int(count, "count"),
+                                check_positive_int(latent_dim, "latent_dim")))
+
+
+def sample_fitted_gaussian(codes: np.ndarray, count: int, seed: int = DEFAULT_SEED
+                           ) -> np.ndarray:
+    """Draw `count` codes from the Gaussian fitted to `codes` (mean and covariance)."""
+    codes = check_codes(codes)
+    if len(codes) < 2:
+        raise ValueError(f"codes: expected at least 2 codes to fit a covariance, "
+                         f"got {len(codes)}")
+    rng = np.random.default_rng(check_non_negative_int(seed, "seed"))
+    return rng.multivariate_normal(codes.mean(axis=0), np.cov(codes, rowvar=False),
+                                   size=check_positive_int(count, "count"))
+
+
+def interpolate_codes(start: np.ndarray, end: np.ndarray, frames: int = 10) -> np.ndarray:
+    """Return `frames` codes evenly spaced on the straight line from `start` to `end`."""
+    start, end = np.asarray(start, dtype=np.float64), np.asarray(end, dtype=np.float64)
+    if start.ndim != 1:
+        raise ValueError(f"start: expected one code, a 1-D array, got shape {start.shape}")
+    if end.shape != start.shape:
+        raise ValueError(f"end: expected a code of shape {start.shape} like start, "
+                         f"got {end.shape}")
+    if check_positive_int(frames, "frames") < 2:
+        raise ValueError(f"frames: expected at least 2 (both ends), got {frames}")
+    weights = np.linspace(0.0, 1.0, frames)[:, np.newaxis]
+    return (1.0 - weights) * start + weights * end
+
+
+def interpolation_report(frames: np.ndarray, digits: np.ndarray, confidences: np.ndarray,
+                         pair: Sequence[int]) -> dict[str, float]:
+    """Judge a decoded path between two digits: its largest step and its unclear frames.
+
+    A step is the mean absolute pixel change between neighbouring frames; a frame is unclear
+    when the classifier does not call it one of the two end digits with confidence.
+    """
+    frames = check_images(frames, "frames")
+    steps = np.abs(np.diff(frames.astype(np.float64), axis=0)).mean(axis=(1, 2, 3))
+    clear = np.isin(digits, list(pair)) & (np.asarray(confidences) >= CONFIDENCE)
+    return {"largest_step": float(steps.max()), "unclear_share": float(1.0 - clear.mean())}
 
 
 # ---------------------------------------------------------------------------------------------
-# Plotting
+# Plotting: every figure is drawn at the width it is printed at in the PDF
 # ---------------------------------------------------------------------------------------------
+
+# nbconvert prints a figure at most 0.9 x the 6.5 in text width of its LaTeX page. Drawn at that
+# width, a figure prints at 100 %, so its text prints at the font sizes below (7 pt and up)
+# and at REPORT_STYLE's 144 pixels per inch.
+PRINT_WIDTH = 5.85
+REPORT_STYLE = {
+    "figure.dpi": 144, "savefig.dpi": 144, "font.size": 8, "axes.titlesize": 8.5,
+    "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7,
+    "legend.title_fontsize": 7.5, "figure.titlesize": 9.5, "image.cmap": "gray_r",
+}
+# One colour map for every image of digits: dark ink on white paper.
+INK = "gray_r"
+# One colour per digit in every scatter plot.
+DIGIT_COLOURS = np.array(matplotlib.colormaps["tab10"].colors)
+
+
+def use_report_style() -> None:
+    """Set matplotlib to the report's figure resolution and font sizes."""
+    plt.rcParams.update(REPORT_STYLE)
+
+
+def new_figure(rows: int, columns: int, height: float, **options: Any
+               ) -> tuple[matplotlib.figure.Figure, np.ndarray]:
+    """Return a PRINT_WIDTH-wide figure with a rows x columns array of axes."""
+    return plt.subplots(rows, columns, figsize=(PRINT_WIDTH, height), squeeze=False,
+                        layout="constrained", **options)
+
+
+def show_image(axis: matplotlib.axes.Axes, image: np.ndarray) -> None:
+    """Draw a grey-scale image in [0, 1] on `axis` as ink on paper."""
+    axis.imshow(np.squeeze(image), cmap=INK, vmin=0.0, vmax=1.0)
 
 
 def plot_image_rows(rows: Mapping[str, np.ndarray], title: str,
                     column_labels: Sequence[str] | None = None) -> matplotlib.figure.Figure:
-    """Draw one row of images per entry of `rows` (label on the left); the one image-grid plotter."""
+    """Draw one labelled row of images per entry of `rows`: the one image-row plotter."""
     if not rows:
         raise ValueError("rows: expected at least one row of images, got none")
     arrays = {label: check_images(images, f"rows[{label!r}]") for label, images in rows.items()}
     columns = {images.shape[0] for images in arrays.values()}
     if len(columns) != 1:
-        raise ValueError(f"rows: expected the same number of images in every row, got {sorted(columns)}")
+        raise ValueError(f"rows: expected the same number of images in every row, "
+                         f"got {sorted(columns)}")
     n_columns = columns.pop()
     if column_labels is not None and len(column_labels) != n_columns:
         raise ValueError(f"column_labels: expected {n_columns} labels, got {len(column_labels)}")
-    figure, axes = plt.subplots(len(arrays), n_columns, squeeze=False,
-                                figsize=(1.1 * n_columns + 1.2, 1.2 * len(arrays) + 0.6))
+    image_width = min(0.5, (PRINT_WIDTH - 1.1) / n_columns)
+    height = image_width * len(arrays) * 1.08 + 0.35 + (0.15 if column_labels else 0)
+    figure, axes = new_figure(len(arrays), n_columns, height)
     for row, (label, images) in enumerate(arrays.items()):
         for column in range(n_columns):
             axis = axes[row, column]
-            axis.imshow(images[column, ..., 0], cmap="gray", vmin=0, vmax=1)
+            show_image(axis, images[column])
             axis.set_xticks([])
             axis.set_yticks([])
             if column == 0:
                 axis.set_ylabel(label, rotation=0, ha="right", va="center")
             if row == 0 and column_labels is not None:
-                axis.set_title(column_labels[column], fontsize=9)
+                axis.set_title(column_labels[column], fontsize=7)
     figure.suptitle(title)
-    figure.tight_layout()
     return figure
-
-
-def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray,
-                         labels: np.ndarray | None = None,
-                         title: str = "Test digits and their reconstructions") -> matplotlib.figure.Figure:
-    """Draw originals on top and reconstructions below, columns labelled by digit."""
-    originals = check_images(originals, "originals")
-    reconstructions = check_images(reconstructions, "reconstructions")
-    check_same_length(originals, reconstructions, ("originals", "reconstructions"))
-    column_labels = None
-    if labels is not None:
-        column_labels = [f"digit {d}" for d in check_labels(labels, originals.shape[0])]
-    return plot_image_rows({"Original": originals, "Reconstruction": reconstructions}, title,
-                           column_labels)
 
 
 def plot_loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
                      metrics: Sequence[str] = ("loss",), title: str = "Loss per epoch",
                      ylabels: Mapping[str, str] | None = None) -> matplotlib.figure.Figure:
-    """Plot training (solid) and validation (dashed) curves per run, one panel per metric."""
+    """Plot each run's training (solid) and validation (dashed) curves, a panel per metric."""
     if not histories:
         raise ValueError("histories: expected at least one history, got none")
     if not metrics:
@@ -1073,91 +1490,181 @@ def plot_loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
             if metric not in history or f"val_{metric}" not in history:
                 raise ValueError(f"histories[{run!r}]: expected '{metric}' and 'val_{metric}', "
                                  f"got {sorted(history)}")
-    figure, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
+    figure, axes = new_figure(1, len(metrics), 2.4 + 0.15 * math.ceil(len(histories) / 2))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, metric in zip(axes[0], metrics):
         for index, (run, history) in enumerate(histories.items()):
             epochs = np.arange(1, len(history[metric]) + 1)
             colour = colours[index % len(colours)]
-            axis.plot(epochs, history[metric], color=colour, marker="o", markersize=3,
+            axis.plot(epochs, history[metric], color=colour, marker="o", markersize=2.5,
                       label=f"{run} (train)")
             axis.plot(epochs, history[f"val_{metric}"], color=colour, linestyle="--",
-                      marker="s", markersize=3, label=f"{run} (validation)")
+                      marker="s", markersize=2.5, label=f"{run} (validation)")
         axis.set_title(metric.replace("_", " "))
         axis.set_xlabel("epoch")
         axis.set_ylabel((ylabels or {}).get(metric, metric.replace("_", " ")))
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+    # One legend under the panels, out of the curves' way.
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=2)
     figure.suptitle(title)
-    figure.tight_layout()
     return figure
 
 
 def scatter_latent_codes(points: np.ndarray, labels: np.ndarray, axis: matplotlib.axes.Axes,
-                         xlabel: str, ylabel: str, title: str, legend: bool = True) -> None:
-    """Scatter 2-D points on `axis`, one colour per digit, with a 'Digit' legend."""
-    import seaborn as sns
-
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] != 2:
-        raise ValueError(f"points: expected shape (N, 2), got {points.shape}")
+                         xlabel: str, ylabel: str, title: str) -> None:
+    """Scatter 2-D points on `axis`, one colour per digit (add_digit_legend explains them)."""
+    points = check_codes(points, "points", dimensions=2)
     labels = check_labels(labels, points.shape[0])
-    sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=labels, hue_order=list(DIGITS),
-                    palette="tab10", s=6, alpha=0.6, linewidth=0, legend=legend, ax=axis)
-    if legend:
-        axis.legend(title="Digit", markerscale=2.5, fontsize=8, loc="center left",
-                    bbox_to_anchor=(1.0, 0.5))
+    axis.scatter(points[:, 0], points[:, 1], c=DIGIT_COLOURS[labels], s=2, alpha=0.5,
+                 linewidths=0, rasterized=True)
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.set_title(title)
 
 
+def add_digit_legend(figure: matplotlib.figure.Figure) -> None:
+    """Add one legend of the ten digit colours on the right of the figure."""
+    handles = [matplotlib.lines.Line2D([], [], marker="o", linestyle="", markersize=4,
+                                       color=DIGIT_COLOURS[digit]) for digit in DIGITS]
+    figure.legend(handles, [str(digit) for digit in DIGITS], title="Digit",
+                  loc="outside right center")
+
+
 def plot_latent_pca(codes: np.ndarray, labels: np.ndarray,
-                    title: str = "Latent codes of the test set, PCA to 2-D") -> matplotlib.figure.Figure:
-    """Project latent codes to 2-D with PCA and scatter them by digit, variance on the axes."""
+                    title: str = "Latent codes of the test set, PCA to 2-D"
+                    ) -> matplotlib.figure.Figure:
+    """Project latent codes to 2-D with PCA and scatter them by digit."""
     points, ratios = pca_2d(codes)
-    figure, axis = plt.subplots(figsize=(7, 5.5))
-    scatter_latent_codes(points, labels, axis, f"PC 1 ({ratios[0]:.1%} of variance)",
+    figure, axes = new_figure(1, 1, 4.0)
+    scatter_latent_codes(points, labels, axes[0, 0], f"PC 1 ({ratios[0]:.1%} of variance)",
                          f"PC 2 ({ratios[1]:.1%} of variance)", title)
-    figure.tight_layout()
+    add_digit_legend(figure)
     return figure
 
 
+def mark_region(axis: matplotlib.axes.Axes, bounds: Sequence[Sequence[float]],
+                label: str) -> None:
+    """Outline the rectangle `bounds` ((x low, high), (y low, high)) on `axis`."""
+    (x0, x1), (y0, y1) = bounds
+    axis.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
+                                                linestyle="--", linewidth=0.8, color="0.2",
+                                                label=label))
+
+
 def plot_latent_means(means_by_run: Mapping[str, np.ndarray], labels: np.ndarray,
-                      title: str = "z_mean of the test set") -> matplotlib.figure.Figure:
-    """Scatter each run's 2-D latent means by digit, side by side on shared axes limits."""
+                      title: str = "z_mean of the test set", extent: float = 2.0,
+                      columns: int = 2) -> matplotlib.figure.Figure:
+    """Scatter each run's 2-D latent means by digit on shared axes, the grid's region marked."""
     if not means_by_run:
         raise ValueError("means_by_run: expected at least one run, got none")
-    figure, axes = plt.subplots(1, len(means_by_run), figsize=(5.2 * len(means_by_run) + 1, 4.8),
-                                squeeze=False)
-    for index, (axis, (run, means)) in enumerate(zip(axes[0], means_by_run.items())):
-        scatter_latent_codes(means, labels, axis, "z[0]", "z[1]", run,
-                             legend=index == len(means_by_run) - 1)
+    means_by_run = {run: check_codes(means, f"means_by_run[{run!r}]", dimensions=2)
+                    for run, means in means_by_run.items()}
+    rows = math.ceil(len(means_by_run) / check_positive_int(columns, "columns"))
+    columns = min(columns, len(means_by_run))
+    figure, axes = new_figure(rows, columns, (PRINT_WIDTH - 0.8) / columns * rows + 0.5,
+                              sharex=True, sharey=True)
+    # One square view for all runs, wide enough for every code and the marked region.
+    limit = 1.05 * max(1.1 * extent, *(float(np.max(np.abs(m))) for m in means_by_run.values()))
+    for axis, (run, means) in zip(axes.flat, means_by_run.items()):
+        scatter_latent_codes(means, labels, axis, "z[0]", "z[1]", run)
+        mark_region(axis, ((-extent, extent),) * 2, f"[-{extent:g}, {extent:g}]²")
+        axis.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal")
+    for axis in axes.flat[len(means_by_run):]:
+        axis.set_visible(False)
+    for axis in axes.flat[:len(means_by_run)]:
+        axis.tick_params(labelbottom=True)  # sharex hides them above a hidden panel too
+        axis.set_xlabel("z[0]")
+    add_digit_legend(figure)
     figure.suptitle(title)
-    figure.tight_layout()
+    return figure
+
+
+def grid_ticks(values: np.ndarray, tile: int = 28) -> tuple[np.ndarray, list[str]]:
+    """Return pixel positions and labels of round latent values along a decoded grid's axis."""
+    low, high = float(values.min()), float(values.max())
+    ticks = matplotlib.ticker.MaxNLocator(nbins=4).tick_values(low, high)
+    ticks = ticks[(ticks >= low - 1e-9) & (ticks <= high + 1e-9)]
+    index = np.interp(ticks, values, np.arange(len(values))) if values[0] < values[-1] else (
+        np.interp(ticks, values[::-1], np.arange(len(values))[::-1]))
+    return tile * index + (tile - 1) / 2, [f"{tick:g}" for tick in ticks]
+
+
+def show_latent_grid(axis: matplotlib.axes.Axes, grid: np.ndarray, points: np.ndarray,
+                     title: str) -> None:
+    """Draw a decoded grid on `axis` with its latent coordinates on the axes."""
+    n = int(round(math.sqrt(len(points))))
+    show_image(axis, grid)
+    axis.set_xticks(*grid_ticks(points[:n, 0]))
+    axis.set_yticks(*grid_ticks(points[::n, 1]))
+    axis.set_xlabel("z[0]")
+    axis.set_ylabel("z[1]")
+    axis.set_title(title)
+
+
+def plot_image_sheets(sheets: Mapping[str, np.ndarray], title: str, columns: int = 2,
+                      grid_points: Mapping[str, np.ndarray] | None = None
+                      ) -> matplotlib.figure.Figure:
+    """Show tiled image sheets side by side; with `grid_points`, as latent grids with axes."""
+    if not sheets:
+        raise ValueError("sheets: expected at least one sheet of images, got none")
+    if grid_points is not None and set(grid_points) != set(sheets):
+        raise ValueError(f"grid_points: expected the latent points of the sheets "
+                         f"{sorted(sheets)}, got {sorted(grid_points)}")
+    columns = min(check_positive_int(columns, "columns"), len(sheets))
+    rows = math.ceil(len(sheets) / columns)
+    panel = (PRINT_WIDTH - 0.3) / columns
+    figure, axes = new_figure(rows, columns, rows * (panel + 0.25) + 0.3)
+    figure.get_layout_engine().set(wspace=0.06, hspace=0.04)  # keep neighbouring sheets apart
+    for axis, (name, sheet) in zip(axes.flat, sheets.items()):
+        if grid_points is not None:
+            show_latent_grid(axis, sheet, grid_points[name], name)
+        else:
+            show_image(axis, sheet)
+            axis.set_axis_off()
+            axis.set_title(name)
+    for axis in axes.flat[len(sheets):]:
+        axis.set_visible(False)
+    figure.suptitle(title)
     return figure
 
 
 def plot_latent_grids(decoders: Mapping[str, keras.Model], points_per_side: int = 15,
                       extent: float = 2.0, spacing: str = "linear",
-                      title: str = "Decoded latent grid") -> matplotlib.figure.Figure:
-    """Show each decoder's decoded latent grid side by side, with latent coordinates on the axes."""
+                      title: str = "Decoded latent grid", columns: int = 2
+                      ) -> matplotlib.figure.Figure:
+    """Show each decoder's decoded latent grid, latent coordinates on the axes."""
     if not decoders:
         raise ValueError("decoders: expected at least one decoder, got none")
-    figure, axes = plt.subplots(1, len(decoders), figsize=(5.0 * len(decoders), 5.3), squeeze=False)
-    axis_values = latent_grid_points(points_per_side, extent, spacing)[:points_per_side, 0]
-    ticks = 28 * np.arange(points_per_side) + 13.5
-    shown = slice(None, None, max(1, points_per_side // 5))
-    for axis, (run, decoder) in zip(axes[0], decoders.items()):
-        axis.imshow(decode_latent_grid(decoder, points_per_side, extent, spacing), cmap="gray_r")
-        axis.set_xticks(ticks[shown], [f"{v:.1f}" for v in axis_values[shown]])
-        axis.set_yticks(ticks[shown], [f"{v:.1f}" for v in axis_values[::-1][shown]])
-        axis.set_xlabel("z[0]")
-        axis.set_ylabel("z[1]")
-        axis.set_title(run)
+    points = latent_grid_points(points_per_side, extent, spacing)
+    sheets = {run: decode_latent_grid(decoder, points_per_side, extent, spacing)
+              for run, decoder in decoders.items()}
+    return plot_image_sheets(sheets, title, columns, {run: points for run in sheets})
+
+
+def plot_codes_beside_grids(models: Mapping[str, tuple[np.ndarray, keras.Model]],
+                            labels: np.ndarray, points_per_side: int = 15,
+                            title: str = "Codes and decoded grids") -> matplotlib.figure.Figure:
+    """For each 2-D model: its test codes by digit above its decoder over those codes' span.
+
+    The span is the 1st to 99th percentile of each coordinate, outlined on the scatter.
+    """
+    if not models:
+        raise ValueError("models: expected at least one (codes, decoder) pair, got none")
+    panel = (PRINT_WIDTH - 0.8) / len(models)
+    figure, axes = new_figure(2, len(models), 2 * panel + 0.7)
+    for column, (name, (codes, decoder)) in enumerate(models.items()):
+        codes = check_codes(codes, f"models[{name!r}]", dimensions=2)
+        bounds = np.percentile(codes, [1, 99], axis=0).T
+        scatter_latent_codes(codes, labels, axes[0, column], "z[0]", "z[1]",
+                             f"{name}: test codes")
+        mark_region(axes[0, column], bounds, "decoded region")
+        points = latent_grid_points(points_per_side, bounds=bounds)
+        grid = decode_latent_grid(decoder, points_per_side, bounds=bounds)
+        show_latent_grid(axes[1, column], grid, points, f"{name}: decoded grid")
+    add_digit_legend(figure)
     figure.suptitle(title)
-    figure.tight_layout()
     return figure
 
 
@@ -1189,7 +1696,11 @@ def summary_markdown(*models: keras.Model) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
-    """Render rows as a Markdown table; `columns` maps each key to 'Header|format' (format optional)."""
+    """Render rows as a Markdown table; `columns` maps each key to 'Header|format'.
+
+    The dashes under each header are as many as the column's widest entry: pandoc sizes the
+    PDF's columns in that proportion, so long headers do not run into their neighbours.
+    """
     if not rows:
         raise ValueError("rows: expected at least one row, got none")
     headers, formats = [], []
@@ -1197,18 +1708,59 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
         header, _, fmt = spec.partition("|")
         headers.append(header)
         formats.append((key, fmt))
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        cells = [format(row[key], fmt) if fmt else str(row[key]) for key, fmt in formats]
-        lines.append("| " + " | ".join(cells) + " |")
+    body = [[format(row[key], fmt) if fmt else str(row[key]) for key, fmt in formats]
+            for row in rows]
+    widths = [max(3, len(header), *(len(cells[i]) for cells in body))
+              for i, header in enumerate(headers)]
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("-" * width for width in widths) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
 
 
+def show_source(*objects: Any) -> Any:
+    """Return the source code of functions or classes, syntax-highlighted for the report."""
+    from IPython.display import Code
+
+    if not objects or not all(inspect.isfunction(o) or inspect.isclass(o) for o in objects):
+        raise TypeError(f"objects: expected functions or classes, got {objects!r}")
+    return Code("\n\n".join(inspect.getsource(item).rstrip() for item in objects),
+                language="python")
+
+
+def joined(values: Sequence[Any], spec: str = "", separator: str = " / ") -> str:
+    """Format values for a sentence: `joined([0.1, 1, 5], "g")` gives '0.1 / 1 / 5'."""
+    return separator.join(format(value, spec) for value in values)
+
+
+def non_finite_keys(data: Any, path: str = "metrics") -> list[str]:
+    """Return the key paths of NaN and infinite numbers inside nested dicts and lists."""
+    if isinstance(data, Mapping):
+        return [key for name, value in data.items()
+                for key in non_finite_keys(value, f"{path}[{name!r}]")]
+    if isinstance(data, (list, tuple)):
+        return [key for index, value in enumerate(data)
+                for key in non_finite_keys(value, f"{path}[{index}]")]
+    if isinstance(data, (float, np.floating)) and not math.isfinite(data):
+        return [path]
+    return []
+
+
+def numpy_to_python(value: Any) -> Any:
+    """Turn a NumPy scalar or array into the Python number or list JSON can hold."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"data: {type(value).__name__} is not JSON serializable")
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write `data` as indented JSON through a temporary file, so readers never see half a file."""
+    """Write strict JSON (no NaN or infinity) through a temporary file; readers never see half."""
+    bad = non_finite_keys(data)
+    if bad:
+        raise ValueError(f"data: strict JSON has no NaN or infinity, found at {', '.join(bad)}")
     path = Path(path)
     with atomic_file(path, "w") as stream:
-        json.dump(data, stream, indent=2)
+        json.dump(data, stream, indent=2, allow_nan=False, default=numpy_to_python)
         stream.write("\n")
     return path
 
@@ -1219,6 +1771,19 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 
 PDF_TOOLS = {"xelatex": "texlive-xetex", "pandoc": "pandoc"}
 PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
+# nbconvert's LaTeX template ("latex"), changed for the report: no LaTeX title (the notebook's
+# first heading is the title), unnumbered headings (they read as in the notebook), code in
+# \small so that lines of up to 88 characters fit without wrapping, and a character missing
+# from the fonts stops the export (\tracinglostchars=3) instead of silently dropping out.
+PDF_TEMPLATE = r"""((*- extends 'index.tex.j2' -*))
+((* block commands *))
+((( super() )))
+\setcounter{secnumdepth}{0}
+\tracinglostchars=3
+\fvset{fontsize=\small}
+((* endblock commands *))
+((* block maketitle *))((* endblock maketitle *))
+"""
 
 
 def missing_pdf_tools() -> list[str]:
@@ -1235,50 +1800,85 @@ def pdf_tools_message() -> str:
             f"sudo apt-get install --no-install-recommends {PDF_PACKAGES}")
 
 
+def section_titles(notebook: Any) -> dict[str, str]:
+    """Map each code cell's id to the headings it sits under ('Task 1 > Training')."""
+    titles: dict[str, str] = {}
+    headings: dict[int, str] = {}
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            for match in re.finditer(r"^(#{1,3})\s+(.+)$", cell.source, re.MULTILINE):
+                level = len(match[1])
+                headings = {k: v for k, v in headings.items() if k < level}
+                headings[level] = match[2].strip()
+        elif cell.cell_type == "code":
+            titles[cell.id] = " > ".join(headings[level] for level in sorted(headings))
+    return titles
+
+
 def execute_notebook(source: str | os.PathLike, target: str | os.PathLike, profile: str,
-                     timeout: int = 4 * 3600, echo: Callable[[str], None] | None = print) -> Path:
-    """Execute a notebook headlessly with nbclient in the given profile and save the result."""
-    import nbclient
+                     timeout: int = 4 * 3600, stream: Any = sys.stdout) -> Path:
+    """Execute a notebook headlessly with papermill, PROFILE injected as a parameter.
+
+    With a `stream`, what the notebook prints reaches it as it happens, each section's
+    heading when the run gets there, and the time since the start.
+    """
     import nbformat
+    import papermill
+    from traitlets.config import Config
 
-    get_profile(profile)
-    source, target = Path(source), Path(target)
-    notebook = nbformat.read(source, as_version=4)
-    os.environ["CA4_PROFILE"] = profile
-    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    started = time.perf_counter()
+    profile = get_profile(profile).name
+    titles = section_titles(nbformat.read(source, as_version=4))
+    started, shown = time.perf_counter(), [""]
 
-    def report(cell: Any, cell_index: int, **_: Any) -> None:
-        if echo and cell.cell_type == "code":
-            position = code_cells.index(cell) + 1
-            echo(f"  cell {position}/{len(code_cells)} done at {time.perf_counter() - started:.0f} s")
+    def announce(cell: Any, **_: Any) -> None:
+        title = titles.get(cell.get("id"), "")
+        if stream is not None and title and title != shown[0]:
+            shown[0] = title
+            stream.write(f"[{format_duration(time.perf_counter() - started)}] {title}\n")
+            stream.flush()
 
-    client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(PROJECT_DIR)}},
-                                     on_cell_executed=report)
-    try:
-        client.execute()
-    finally:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(notebook, target)
-    return target
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(source), str(target), parameters={"PROFILE": profile}, kernel_name="python3",
+        cwd=str(PROJECT_DIR), progress_bar=False, stdout_file=stream, stderr_file=stream,
+        execution_timeout=timeout, on_cell_start=announce,
+        # Unix sockets between runner and kernel: nothing on TCP, and no warning about it.
+        config=Config({"KernelManager": {"transport": "ipc"}}))
+    return Path(target)
 
 
 def export_pdf(notebook_path: str | os.PathLike, pdf_path: str | os.PathLike) -> Path:
-    """Export an executed notebook to PDF with nbconvert, hiding cells tagged as plumbing."""
+    """Export an executed notebook to the report PDF with nbconvert.
+
+    Cells tagged `hide-input` show their output only; epoch progress lines are dropped, each
+    model's one-line record stays; the LaTeX template is PDF_TEMPLATE.
+    """
+    import jinja2
     import nbconvert
     import nbformat
     from traitlets.config import Config
+
+    class DropEpochLines(nbconvert.preprocessors.Preprocessor):
+        """Remove TrainingLog's epoch lines from printed output."""
+
+        def preprocess_cell(self, cell: Any, resources: Any, index: int) -> tuple[Any, Any]:
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "stream":
+                    lines = output.text.splitlines(keepends=True)
+                    output.text = "".join(line for line in lines if not EPOCH_LINE.match(line))
+            return cell, resources
 
     message = pdf_tools_message()
     if message:
         raise RuntimeError(message)
     config = Config()
     config.TagRemovePreprocessor.enabled = True
-    config.TagRemovePreprocessor.remove_cell_tags = ("hide-cell",)
     config.TagRemovePreprocessor.remove_input_tags = ("hide-input",)
-    config.TagRemovePreprocessor.remove_all_outputs_tags = ("hide-output",)
-    exporter = nbconvert.PDFExporter(config=config)
+    # Two xelatex passes settle the PDF's bookmarks; nbconvert's default third changes nothing.
+    exporter = nbconvert.PDFExporter(
+        config=config, template_file="ca4_report.tex.j2", latex_count=2,
+        extra_loaders=[jinja2.DictLoader({"ca4_report.tex.j2": PDF_TEMPLATE})])
+    exporter.register_preprocessor(DropEpochLines, enabled=True)
     notebook = nbformat.read(Path(notebook_path), as_version=4)
     body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": "ca4"}})
     pdf_path = Path(pdf_path)
@@ -1311,12 +1911,13 @@ def main(arguments: Sequence[str] | None = None) -> int:
     try:
         if options.command == "preflight":
             preflight(need_pdf=not options.no_pdf)
-            print("preflight: MNIST found and checked" + ("" if options.no_pdf else "; PDF tools present"))
+            print("preflight: MNIST found and checked"
+                  + ("" if options.no_pdf else "; PDF tools present"))
         elif options.command == "execute":
             started = time.perf_counter()
             print(f"executing ca4.ipynb, profile {options.profile!r} -> {options.target}")
             execute_notebook(options.source, options.target, options.profile)
-            print(f"executed in {time.perf_counter() - started:.0f} s")
+            print(f"executed in {format_duration(time.perf_counter() - started)}")
         else:
             export_pdf(options.source, options.target)
             print(f"wrote {options.target}")

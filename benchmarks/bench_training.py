@@ -14,6 +14,15 @@ alternate (baseline, project, baseline, project, ...) and the medians are report
 Latent grid: one batched decode of the 15x15 grid (`ca4.decode_latent_grid`) against
 225 calls of `decoder.predict(point[None])`, alternating in the same way.
 
+Epoch distribution: whole epochs (60,000 images and validation on 10,000 by default) of each
+model, the sides alternating epoch by epoch in one process: by default the straightforward port
+(`fit` on NumPy arrays, which builds Keras' own autotuned tf.data pipeline) and the project's
+pipeline (`ca4.make_dataset` with `ca4.pipeline_options`); `--sides` adds the project's
+pipeline with other tf.data options (PIPELINES: `before` = tf.data's defaults, as before the
+fix). Reports every epoch's seconds and CPU share (process CPU time / wall time) and, per
+side, the count of slow epochs (a CPU share below SLOW_CPU_FRACTION of a typical fast epoch's),
+the median and the maximum.
+
 Writes build/bench.json (`ca4.build_dir()`) and prints a table. See benchmarks/README.md.
 """
 
@@ -36,10 +45,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-import keras  # noqa: E402  (ca4_helpers sets KERAS_BACKEND before this import matters)
 import numpy as np  # noqa: E402
 
+# ca4_helpers imports TensorFlow with its native start-up lines silenced: use its modules.
 import ca4_helpers as ca4  # noqa: E402
+
+keras, tf = ca4.keras, ca4.tf
 
 BATCH_SIZE = 128  # the assignment's batch size for both models
 EPOCHS = 2  # epoch 1 warms up (tracing, allocation); epoch 2 is timed
@@ -47,6 +58,11 @@ VALIDATION_IMAGES = 1000  # train_model requires validation data: one predict ba
 LATENT_DIM_VAE = 2
 LATENT_DIM_AUTOENCODER = 10
 GRID_SIDE = 15
+# An epoch whose CPU share (process CPU time / wall time) falls below this fraction of a typical
+# fast epoch's (the upper quartile of all epochs of the model) ran in the slow mode, in which
+# the compute threads wait: the share drops from about 175-180 % to 96-160 % on the project's
+# 2-core VMs, while its wall time grows by 1.13-2x depending on the VM.
+SLOW_CPU_FRACTION = 0.93
 
 # train_model passes a tf.data.Dataset to fit, whose default shuffle=True then warns every epoch.
 warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
@@ -201,6 +217,94 @@ def training_section(baseline_s: list[float], project_s: list[float], images: in
     }
 
 
+def tf_data_options(autotune: bool, own_thread: bool) -> Callable[[], tf.data.Options]:
+    """Return a factory of tf.data options: autotuning on or off, one private thread or not."""
+
+    def options() -> tf.data.Options:
+        chosen = tf.data.Options()
+        chosen.autotune.enabled = autotune
+        if own_thread:
+            chosen.threading.private_threadpool_size = 1
+            chosen.threading.max_intra_op_parallelism = 1
+        return chosen
+
+    return options
+
+
+# The pipelines an epoch can run on: the port's (Keras' own, from NumPy arrays) or the project's
+# ca4.make_dataset with the given tf.data options. "project" is the project as it is.
+PIPELINES: dict[str, Callable[[], tf.data.Options] | None] = {
+    "port": None,
+    "project": ca4.pipeline_options,
+    "before": tf.data.Options,  # tf.data's defaults: the project before the fix
+    "autotune_off": tf_data_options(autotune=False, own_thread=False),
+    "own_thread": tf_data_options(autotune=True, own_thread=True),
+}
+
+
+def one_epoch_seconds(model: keras.Model, side: str, train: np.ndarray,
+                      validation: np.ndarray, epoch: int) -> tuple[float, float]:
+    """Train `model` one epoch on `side`'s pipeline; return (wall seconds, CPU share)."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if PIPELINES[side] is None:
+        model.fit(train, train, batch_size=BATCH_SIZE, epochs=1, shuffle=True, verbose=0,
+                  validation_data=(validation, validation))
+    else:
+        project_options = ca4.pipeline_options
+        ca4.pipeline_options = PIPELINES[side]  # make_dataset reads it by name
+        try:
+            order = ca4.epoch_orders(len(train), ca4.DEFAULT_SEED, range(epoch, epoch + 1))
+            model.fit(ca4.make_dataset(train, train, BATCH_SIZE, order),
+                      validation_data=ca4.make_dataset(validation, validation,
+                                                       ca4.PREDICT_BATCH_SIZE),
+                      epochs=1, shuffle=False, verbose=0)
+        finally:
+            ca4.pipeline_options = project_options
+    seconds = time.perf_counter() - started
+    return seconds, (time.process_time() - cpu_started) / seconds
+
+
+def epoch_distribution(epochs: int, images: int, sides: Sequence[str],
+                       say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Time whole epochs of each model, the sides alternating epoch by epoch."""
+    (x_train, _), (x_test, _) = ca4.load_mnist()
+    train, validation = ca4.normalize_images(x_train[:images]), ca4.normalize_images(x_test)
+    builds = {"vae": (build_plain_vae, lambda: ca4.build_vae(LATENT_DIM_VAE, kl_weight=1.0)),
+              "autoencoder": (build_plain_autoencoder,
+                              lambda: ca4.build_autoencoder(LATENT_DIM_AUTOENCODER))}
+    results: dict[str, Any] = {}
+    for kind, (plain, project) in builds.items():
+        models = {}
+        for side in sides:
+            keras.utils.clear_session()
+            ca4.set_seed(ca4.DEFAULT_SEED)
+            models[side] = plain() if side == "port" else project()
+        # One untimed epoch each first: tracing and allocation are not the steady state.
+        samples: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
+        for epoch in range(epochs + 1):
+            for side in sides:
+                seconds, cpu = one_epoch_seconds(models[side], side, train, validation, epoch)
+                if epoch:
+                    samples[side].append((seconds, cpu))
+                    say(f"  {kind:<11} epoch {epoch:2d}/{epochs} {side:<12} {seconds:6.2f} s "
+                        f"CPU {cpu:4.0%}")
+        typical = float(np.percentile([cpu for side in sides for _, cpu in samples[side]], 75))
+        results[kind] = {side: distribution(samples[side], typical) for side in sides}
+    return results
+
+
+def distribution(samples: Sequence[tuple[float, float]], typical_cpu: float
+                 ) -> dict[str, Any]:
+    """Summarise (seconds, CPU share) epochs: slow-epoch count, median, maximum, samples."""
+    seconds = [s for s, _ in samples]
+    return {"epochs": len(seconds),
+            "slow_epochs": sum(c < SLOW_CPU_FRACTION * typical_cpu for _, c in samples),
+            "median_s": median(seconds), "max_s": max(seconds), "min_s": min(seconds),
+            "median_cpu": median([c for _, c in samples]),
+            "min_cpu": min(c for _, c in samples),
+            "epoch_s": seconds, "cpu": [c for _, c in samples]}
+
+
 def run(images: int, repeats: int, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every measurement, alternating baseline and project; return bench.json's content."""
     train, validation = load_images(images)
@@ -264,6 +368,17 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append("  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
+    if "epochs" in results:
+        lines.append("")
+        lines.append(f"whole epochs, sides alternating; slow = CPU share below "
+                     f"{SLOW_CPU_FRACTION:.0%} of the model's upper-quartile share")
+        lines.append(f"{'model':<12}{'side':<16}{'epochs':>7}{'slow':>6}{'median s':>10}"
+                     f"{'max s':>8}{'median CPU':>12}")
+        for kind, sides in results["epochs"].items():
+            for side, row in sides.items():
+                lines.append(f"{kind:<12}{side:<16}{row['epochs']:>7}{row['slow_epochs']:>6}"
+                             f"{row['median_s']:>10.2f}{row['max_s']:>8.2f}"
+                             f"{row['median_cpu']:>12.0%}")
     settings, machine = results["settings"], results["machine"]
     lines.append(f"medians of {settings['repeats']} repetitions; {settings['images']} images, batch "
                  f"{settings['batch_size']}, second epoch timed; {machine['cpu']}, {machine['cores']} "
@@ -276,6 +391,14 @@ def main(arguments: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=12800,
                         help="training images per epoch (default 12800 = 100 batches of 128)")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions per side (default 3)")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="whole epochs per side and model for the epoch distribution "
+                             "(default 10; 0 skips it)")
+    parser.add_argument("--epoch-images", type=int, default=60000,
+                        help="training images per whole epoch (default 60000, all of MNIST)")
+    parser.add_argument("--sides", default="port,project",
+                        help=f"pipelines to alternate, from {', '.join(PIPELINES)} "
+                             "(default port,project)")
     parser.add_argument("--output", type=Path, default=None,
                         help="result file (default: build/bench.json in ca4.build_dir())")
     options = parser.parse_args(arguments)
@@ -285,6 +408,16 @@ def main(arguments: Sequence[str] | None = None) -> int:
     print(f"bench: {options.images} images, {options.repeats} repetitions, batch {BATCH_SIZE}")
     started = time.perf_counter()
     results = run(options.images, options.repeats)
+    if options.epochs:
+        print(f"epoch distribution: {options.epochs} epochs per side, "
+              f"{options.epoch_images} images")
+        sides = options.sides.split(",")
+        unknown = sorted(set(sides) - set(PIPELINES))
+        if unknown:
+            raise SystemExit(f"--sides: unknown {unknown}; choose from {list(PIPELINES)}")
+        results["epochs"] = epoch_distribution(options.epochs, options.epoch_images, sides)
+    results["settings"].update(epochs=options.epochs, epoch_images=options.epoch_images,
+                               sides=options.sides)
     ca4.write_json_atomic(output, results)
     print(format_table(results))
     print(f"wrote {output} in {time.perf_counter() - started:.0f} s")

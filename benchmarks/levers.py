@@ -45,8 +45,8 @@ REFERENCE: dict[str, Any] = {
 LEVERS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
     "steps_per_execution": (
         "VAE: training steps per tf.function call (model.compile(steps_per_execution=...))",
-        [("1 (default)", {}), ("4", {"steps_per_execution": 4}),
-         ("16 (project)", {"steps_per_execution": 16}), ("64", {"steps_per_execution": 64})]),
+        [("1 (default, project)", {}), ("4", {"steps_per_execution": 4}),
+         ("16", {"steps_per_execution": 16}), ("64", {"steps_per_execution": 64})]),
     "input_pipeline": (
         "VAE: fit on NumPy arrays vs the project's tf.data pipeline (ca4.make_dataset)",
         [("NumPy (default)", {}), ("ca4.make_dataset", {"input": "dataset"})]),
@@ -99,7 +99,8 @@ def worker(config: dict[str, Any], images: int) -> dict[str, Any]:
     builder = bench.build_plain_vae if config["model"] == "vae" else bench.build_plain_autoencoder
     model = builder(steps_per_execution=config["steps_per_execution"], jit_compile=jit)
     if config["input"] == "dataset":
-        data = ca4.make_dataset(train, train, config["batch_size"], (ca4.DEFAULT_SEED, 0))
+        order = ca4.epoch_orders(len(train), ca4.DEFAULT_SEED, range(1))
+        data = ca4.make_dataset(train, train, config["batch_size"], order)
         seconds = bench.fit_steady_epoch(model, data, None)
     else:
         seconds = bench.fit_steady_epoch(model, train, config["batch_size"])

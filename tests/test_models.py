@@ -15,6 +15,47 @@ def to_numpy(value) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
+class MeanSampling(keras.layers.Layer):
+    """Stands in for ca4.Sampling and returns z_mean: the VAE's loss terms become deterministic."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        return inputs[0]
+
+
+def numpy_bce(targets, predictions) -> np.ndarray:
+    """Per-pixel binary cross-entropy in float64, predictions clipped as Keras clips float32."""
+    p = np.clip(np.asarray(predictions, np.float32), np.float32(1e-7), np.float32(1 - 1e-7))
+    p, t = p.astype(np.float64), np.asarray(targets, np.float64)
+    return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+
+def numpy_kl(z_mean, z_log_var) -> np.ndarray:
+    """Closed-form KL(N(m, exp(lv)) || N(0, 1)) per image and dimension, in float64."""
+    m, lv = np.asarray(z_mean, np.float64), np.asarray(z_log_var, np.float64)
+    return 0.5 * (np.exp(lv) + m**2 - 1.0 - lv)
+
+
+def numpy_vae_terms(model, images, targets) -> tuple[float, float]:
+    """The VAE's reconstruction and KL terms recomputed from its encoder and decoder outputs.
+
+    The reconstruction decodes z_mean: valid for a model built with MeanSampling.
+    """
+    z_mean, z_log_var = (to_numpy(t) for t in model.encoder(images))
+    reconstructions = to_numpy(model.decoder(z_mean))
+    reconstruction = numpy_bce(targets, reconstructions).reshape(len(images), -1).sum(axis=1)
+    return float(reconstruction.mean()), float(numpy_kl(z_mean, z_log_var).sum(axis=1).mean())
+
+
+def push_posterior_from_the_prior(model) -> None:
+    """Shift the VAE encoder's outputs so that the KL term (about 2.8 nats) is not negligible
+    next to the reconstruction term (about 543 nats untrained)."""
+    model.encoder.get_layer("z_mean").bias.assign(np.array([1.0, -2.0], np.float32))
+    model.encoder.get_layer("z_log_var").bias.assign(np.array([0.5, -1.0], np.float32))
+
+
 # --- shapes ---------------------------------------------------------------------------------------
 
 
@@ -54,11 +95,22 @@ def test_kl_matches_closed_form():
     rng = np.random.default_rng(0)
     mean = rng.normal(size=(8, 4)).astype(np.float32)
     log_var = rng.normal(scale=0.7, size=(8, 4)).astype(np.float32)
-    m, lv = mean.astype(np.float64), log_var.astype(np.float64)
-    expected = np.mean(0.5 * np.sum(np.exp(lv) + m**2 - 1.0 - lv, axis=1))
+    expected = numpy_kl(mean, log_var)
+    np.testing.assert_allclose(to_numpy(ca4.kl_per_dimension(mean, log_var)), expected,
+                               rtol=1e-5, atol=1e-7)
+    # Summed over the dimensions, averaged over the batch.
     actual = float(to_numpy(ca4.kl_divergence(mean, log_var)))
-    np.testing.assert_allclose(actual, expected, rtol=1e-5)
+    np.testing.assert_allclose(actual, expected.sum(axis=1).mean(), rtol=1e-5)
     assert actual > 0
+
+
+def test_kl_per_dimension_of_a_known_case():
+    # N(1, e^0.5) against N(0, 1): 0.5 * (e^0.5 + 1 - 1 - 0.5); the prior itself: 0.
+    mean = np.array([[1.0, 0.0]], dtype=np.float32)
+    log_var = np.array([[0.5, 0.0]], dtype=np.float32)
+    expected = [0.5 * (math.exp(0.5) + 1.0**2 - 1.0 - 0.5), 0.0]
+    np.testing.assert_allclose(to_numpy(ca4.kl_per_dimension(mean, log_var))[0], expected,
+                               rtol=1e-6, atol=1e-7)
 
 
 def test_reconstruction_loss_is_summed_pixel_bce():
@@ -70,12 +122,37 @@ def test_reconstruction_loss_is_summed_pixel_bce():
     predictions[2, 0, :5] = 0.0  # exercises the clipping at 1e-7
     predictions[2, 1, :5] = 1.0
     # Keras clips float32 predictions to [1e-7, 1 - 1e-7], both bounds rounded to float32.
-    p = np.clip(predictions, np.float32(1e-7), np.float32(1 - 1e-7)).astype(np.float64)
-    t = targets.astype(np.float64)
-    per_pixel = -(t * np.log(p) + (1 - t) * np.log(1 - p))
-    expected = per_pixel.reshape(3, 784).sum(axis=1).mean()
+    expected = numpy_bce(targets, predictions).reshape(3, 784).sum(axis=1).mean()
     actual = float(to_numpy(ca4.reconstruction_loss(targets, predictions)))
     np.testing.assert_allclose(actual, expected, rtol=1e-5)
+
+
+def test_mean_binary_cross_entropy_matches_keras_and_numpy():
+    rng = np.random.default_rng(2)
+    targets = rng.uniform(size=(4, 28, 28, 1)).astype(np.float32)
+    targets[0] = 0.0
+    targets[1, :, :5] = 1.0
+    predictions = rng.uniform(0.01, 0.99, size=(4, 28, 28, 1)).astype(np.float32)
+    predictions[2, 0, :5] = 0.0  # clipped at 1e-7
+    predictions[3, 1, :5] = 1.0
+    actual = ca4.mean_binary_cross_entropy(targets, predictions)
+    keras_value = float(to_numpy(keras.losses.BinaryCrossentropy()(targets, predictions)))
+    assert actual == pytest.approx(keras_value, rel=1e-6)
+    assert actual == pytest.approx(float(numpy_bce(targets, predictions).mean()), rel=1e-5)
+
+
+def test_mean_binary_cross_entropy_known_values():
+    rng = np.random.default_rng(3)
+    targets = rng.uniform(size=(2, 28, 28, 1)).astype(np.float32)
+    # A prediction of 1/2 costs ln 2 whatever the target.
+    half = np.full_like(targets, 0.5)
+    assert ca4.mean_binary_cross_entropy(targets, half) == pytest.approx(math.log(2), rel=1e-6)
+    # Certain and wrong: the cost is capped by the clipping at 1e-7 (float32), not infinite.
+    ones, zeros = np.ones_like(targets), np.zeros_like(targets)
+    capped = -math.log(float(np.float32(1e-7)))
+    assert ca4.mean_binary_cross_entropy(ones, zeros) == pytest.approx(capped, rel=1e-5)
+    # Certain and right: almost nothing.
+    assert ca4.mean_binary_cross_entropy(ones, ones) < 1e-6
 
 
 # --- sampling -------------------------------------------------------------------------------------
@@ -134,21 +211,69 @@ def test_vae_steps_lower_the_loss(vae_steps):
     assert np.mean(losses[-3:]) < losses[0]
 
 
-def test_vae_evaluate_reports_the_three_terms(mnist_small):
+def test_vae_evaluate_reports_the_three_terms(mnist_small, monkeypatch):
+    monkeypatch.setattr(ca4, "Sampling", MeanSampling)  # before the model is built
     batch = mnist_small["train_images"][:32]
     model = ca4.build_vae(latent_dim=2, kl_weight=2.0, seed=0)
+    push_posterior_from_the_prior(model)
     logs = model.evaluate(batch, batch, batch_size=32, return_dict=True, verbose=0)
     assert set(logs) == {"loss", "reconstruction_loss", "kl_loss"}
-    assert logs["reconstruction_loss"] > 0 and logs["kl_loss"] >= 0
-    assert logs["loss"] == pytest.approx(logs["reconstruction_loss"] + 2.0 * logs["kl_loss"],
-                                         rel=1e-5)
-    # The KL term depends only on the deterministic encoder: check it against the closed form.
-    z_mean, z_log_var = (to_numpy(t).astype(np.float64) for t in model.encoder(batch))
-    expected_kl = np.mean(0.5 * np.sum(np.exp(z_log_var) + z_mean**2 - 1 - z_log_var, axis=1))
-    assert logs["kl_loss"] == pytest.approx(expected_kl, rel=1e-4)
-    # Targets default to the inputs when only images are given.
-    logs_without_targets = model.evaluate(batch, batch_size=32, return_dict=True, verbose=0)
-    assert logs_without_targets["kl_loss"] == pytest.approx(logs["kl_loss"], rel=1e-6)
+    reconstruction, kl = numpy_vae_terms(model, batch, batch)
+    assert kl > 1.0
+    assert logs["reconstruction_loss"] == pytest.approx(reconstruction, rel=1e-4)
+    assert logs["kl_loss"] == pytest.approx(kl, rel=1e-4)
+    assert logs["loss"] == pytest.approx(reconstruction + 2.0 * kl, rel=1e-4)
+
+
+def test_vae_evaluate_is_stochastic_with_the_real_sampling(mnist_small):
+    batch = mnist_small["train_images"][:32]
+    model = ca4.build_vae(latent_dim=2, seed=0)
+    first = model.evaluate(batch, batch, batch_size=32, return_dict=True, verbose=0)
+    second = model.evaluate(batch, batch, batch_size=32, return_dict=True, verbose=0)
+    # New noise each call moves the reconstruction term; the KL term needs no sampling.
+    assert first["reconstruction_loss"] != second["reconstruction_loss"]
+    assert first["kl_loss"] == pytest.approx(second["kl_loss"], rel=1e-6)
+
+
+def test_vae_targets_default_to_the_inputs(mnist_small, monkeypatch):
+    monkeypatch.setattr(ca4, "Sampling", MeanSampling)
+    batch = mnist_small["train_images"][:32]
+    other = 1.0 - batch  # inverted digits
+    model = ca4.build_vae(latent_dim=2, kl_weight=1.0, seed=0)
+    # Untrained, the decoder predicts 1/2 everywhere, which costs ln 2 whatever the target:
+    # bias it towards paper (0) so that ink-heavy targets cost more.
+    model.decoder.get_layer("pixels").bias.assign(np.array([-3.0], np.float32))
+    without_targets = model.evaluate(batch, batch_size=32, return_dict=True, verbose=0)
+    own_targets = model.evaluate(batch, batch, batch_size=32, return_dict=True, verbose=0)
+    other_targets = model.evaluate(batch, other, batch_size=32, return_dict=True, verbose=0)
+    expected_own, kl = numpy_vae_terms(model, batch, batch)
+    expected_other, _ = numpy_vae_terms(model, batch, other)
+    assert expected_other > 2 * expected_own  # the targets matter
+    assert without_targets["reconstruction_loss"] == pytest.approx(expected_own, rel=1e-4)
+    assert own_targets["reconstruction_loss"] == pytest.approx(expected_own, rel=1e-4)
+    assert other_targets["reconstruction_loss"] == pytest.approx(expected_other, rel=1e-4)
+    assert without_targets["kl_loss"] == pytest.approx(kl, rel=1e-4)
+
+
+@pytest.mark.parametrize("kl_weight", [0.0, 5.0])
+def test_train_step_weights_the_kl_term(kl_weight, mnist_small, monkeypatch):
+    monkeypatch.setattr(ca4, "Sampling", MeanSampling)
+    batch = mnist_small["train_images"][:32]
+    model = ca4.build_vae(latent_dim=2, kl_weight=kl_weight, seed=0)
+    push_posterior_from_the_prior(model)
+    z_log_var_layer = model.encoder.get_layer("z_log_var")
+    reconstruction, kl = numpy_vae_terms(model, batch, batch)  # before the step
+    assert kl > 1.0
+    log_var_before = [v.numpy().copy() for v in z_log_var_layer.weights]
+    logs = model.train_on_batch(batch, batch, return_dict=True)
+    assert logs["reconstruction_loss"] == pytest.approx(reconstruction, rel=1e-4)
+    assert logs["kl_loss"] == pytest.approx(kl, rel=1e-4)
+    assert logs["loss"] == pytest.approx(reconstruction + kl_weight * kl, rel=1e-4)
+    # With z = z_mean, z_log_var reaches the loss only through the weighted KL term: its
+    # weights get a zero gradient (and Adam no update) exactly when the weight is 0.
+    unchanged = [np.array_equal(a, b.numpy()) for a, b in
+                 zip(log_var_before, z_log_var_layer.weights)]
+    assert unchanged == [kl_weight == 0] * 2
 
 
 # --- latent grids ---------------------------------------------------------------------------------

@@ -1,61 +1,132 @@
-"""Figures (structure, labels, legends), PCA and the Markdown reporting helpers."""
+"""Figures (structure, labels, legends, legibility in the PDF), PCA and the Markdown helpers."""
 
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.figure
+import matplotlib.patches
+import matplotlib.pyplot as plt
+import matplotlib.text
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from scipy.stats import norm
 
 import ca4_helpers as ca4
 
 # conftest.py sets MPLBACKEND=Agg before matplotlib is imported (no display needed) and
 # closes every figure after each test.
 
+TAB10 = np.array(matplotlib.colormaps["tab10"].colors)
+
 
 def image_axes(figure: matplotlib.figure.Figure):
     return [axis for axis in figure.axes if axis.images]
 
 
-def test_plot_reconstructions_layout(mnist_small):
-    originals = mnist_small["validation_images"][:6]
-    reconstructions = originals[::-1].copy()
-    labels = mnist_small["validation_labels"][:6]
-    figure = ca4.plot_reconstructions(originals, reconstructions, labels, title="Check")
-    assert isinstance(figure, matplotlib.figure.Figure)
-    axes = image_axes(figure)
-    assert len(axes) == 12
-    grid = {axis.get_subplotspec().get_geometry()[:2] for axis in axes}
-    assert grid == {(2, 6)}
-    assert axes[0].get_ylabel() == "Original" and axes[6].get_ylabel() == "Reconstruction"
-    assert [axis.get_title() for axis in axes[:6]] == [f"digit {d}" for d in labels]
-    assert figure.get_suptitle() == "Check"
-    np.testing.assert_array_equal(axes[6].images[0].get_array(), reconstructions[0, ..., 0])
+def visible_axes(figure: matplotlib.figure.Figure):
+    return [axis for axis in figure.axes if axis.get_visible()]
 
 
-def test_plot_reconstructions_default_title_and_no_labels(mnist_small):
-    images = mnist_small["validation_images"][:3]
-    figure = ca4.plot_reconstructions(images, images)
-    assert figure.get_suptitle() == "Test digits and their reconstructions"
-    assert all(axis.get_title() == "" for axis in figure.axes)
+def geometry(axis) -> tuple[int, int, int]:
+    rows, columns, start, _ = axis.get_subplotspec().get_geometry()
+    return int(rows), int(columns), int(start)
+
+
+def rectangles(axis) -> list[matplotlib.patches.Rectangle]:
+    return [patch for patch in axis.patches if isinstance(patch, matplotlib.patches.Rectangle)]
+
+
+def assert_digit_legend(figure: matplotlib.figure.Figure) -> None:
+    """One figure-level legend of the ten digits in the tab10 colours, and no axes legends."""
+    assert len(figure.legends) == 1
+    (legend,) = figure.legends
+    assert legend.get_title().get_text() == "Digit"
+    assert [text.get_text() for text in legend.get_texts()] == [str(d) for d in range(10)]
+    colours = [matplotlib.colors.to_rgb(handle.get_color()) for handle in legend.legend_handles]
+    np.testing.assert_allclose(colours, TAB10)
+    assert all(axis.get_legend() is None for axis in figure.axes)
+
+
+def pixel_to_latent(position: float, values: np.ndarray) -> float:
+    """The latent value at a pixel position of a decoded grid with 28-pixel tiles (linear grid)."""
+    step = (values[-1] - values[0]) / (len(values) - 1)
+    return values[0] + step * (position - 13.5) / 28
+
+
+def tick_values(axis, which: str) -> tuple[np.ndarray, np.ndarray]:
+    ticks = axis.get_xticks() if which == "x" else axis.get_yticks()
+    labels = axis.get_xticklabels() if which == "x" else axis.get_yticklabels()
+    values = [float(label.get_text().replace("\N{MINUS SIGN}", "-")) for label in labels]
+    return np.asarray(ticks, dtype=np.float64), np.asarray(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image rows and sheets
+# ---------------------------------------------------------------------------------------------
 
 
 def test_plot_image_rows_with_three_rows(mnist_small):
     images = mnist_small["validation_images"][:4]
     noisy = ca4.add_gaussian_noise(images, 0.3)
-    rows = {"Clean": images, "Noisy": noisy, "Denoised": images}
+    rows = {"Clean": images, "Noisy": noisy, "Denoised": images[::-1]}
     figure = ca4.plot_image_rows(rows, "Denoising")
+    assert isinstance(figure, matplotlib.figure.Figure)
     axes = image_axes(figure)
     assert len(axes) == 12
-    assert {axis.get_subplotspec().get_geometry()[:2] for axis in axes} == {(3, 4)}
+    assert {geometry(axis)[:2] for axis in axes} == {(3, 4)}
     assert [axes[4 * row].get_ylabel() for row in range(3)] == ["Clean", "Noisy", "Denoised"]
+    assert all(axis.get_ylabel() == "" for index, axis in enumerate(axes) if index % 4)
+    assert all(axis.get_title() == "" for axis in axes)
     assert figure.get_suptitle() == "Denoising"
     np.testing.assert_array_equal(axes[4].images[0].get_array(), noisy[0, ..., 0])
+    np.testing.assert_array_equal(axes[11].images[0].get_array(), images[0, ..., 0])
+    assert all(axis.get_xticks().size == 0 and axis.get_yticks().size == 0 for axis in axes)
+    assert figure.get_figwidth() == pytest.approx(ca4.PRINT_WIDTH)
+
+
+def test_plot_image_rows_column_labels_title_the_first_row(mnist_small):
+    originals = mnist_small["validation_images"][:6]
+    labels = [f"digit {d}" for d in mnist_small["validation_labels"][:6]]
+    rows = {"Original": originals, "Reconstruction": originals[::-1]}
+    figure = ca4.plot_image_rows(rows, "Check", column_labels=labels)
+    axes = image_axes(figure)
+    assert len(axes) == 12 and {geometry(axis)[:2] for axis in axes} == {(2, 6)}
+    assert [axis.get_title() for axis in axes[:6]] == labels
+    assert all(axis.get_title() == "" for axis in axes[6:])
+    assert axes[0].get_ylabel() == "Original" and axes[6].get_ylabel() == "Reconstruction"
+    np.testing.assert_array_equal(axes[6].images[0].get_array(), originals[5, ..., 0])
+    # Ink on paper: 0 is white, 1 is black, whatever the images' own range.
+    image = axes[0].images[0]
+    assert image.get_cmap().name == ca4.INK
+    assert image.get_clim() == (0.0, 1.0)
 
 
 def test_plot_image_rows_rejects_ragged_rows(mnist_small):
     images = mnist_small["validation_images"]
     with pytest.raises(ValueError, match="same number of images"):
         ca4.plot_image_rows({"a": images[:3], "b": images[:4]}, "ragged")
+
+
+def test_plot_image_sheets_layout():
+    rng = np.random.default_rng(0)
+    sheets = {name: rng.uniform(size=(56, 84)) for name in ("first", "second", "third")}
+    figure = ca4.plot_image_sheets(sheets, "Samples")
+    assert len(figure.axes) == 4  # two columns by default: 2 x 2, the last one hidden
+    assert [geometry(axis) for axis in figure.axes] == [(2, 2, i) for i in range(4)]
+    assert [axis.get_visible() for axis in figure.axes] == [True, True, True, False]
+    for axis, (name, sheet) in zip(figure.axes, sheets.items()):
+        assert axis.get_title() == name
+        assert not axis.axison
+        np.testing.assert_array_equal(axis.images[0].get_array(), sheet)
+    assert figure.get_suptitle() == "Samples"
+    one_row = ca4.plot_image_sheets(sheets, "Samples", columns=3)
+    assert [geometry(axis) for axis in one_row.axes] == [(1, 3, i) for i in range(3)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss curves
+# ---------------------------------------------------------------------------------------------
 
 
 def test_plot_loss_curves():
@@ -72,20 +143,31 @@ def test_plot_loss_curves():
     assert [axis.get_title() for axis in axes] == ["loss", "kl loss"]
     assert all(axis.get_xlabel() == "epoch" for axis in axes)
     assert axes[0].get_ylabel() == "BCE per pixel" and axes[1].get_ylabel() == "kl loss"
-    for axis in axes:
-        entries = [text.get_text() for text in axis.get_legend().get_texts()]
-        assert entries == ["latent 2 (train)", "latent 2 (validation)",
-                           "latent 10 (train)", "latent 10 (validation)"]
-    train_line = axes[1].get_lines()[0]
+    # One legend for the figure, under the panels, naming every curve once.
+    (legend,) = figure.legends
+    assert all(axis.get_legend() is None for axis in axes)
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "latent 2 (train)", "latent 2 (validation)", "latent 10 (train)",
+        "latent 10 (validation)"]
+    train_line, validation_line = axes[1].get_lines()[:2]
     np.testing.assert_array_equal(train_line.get_xdata(), [1, 2, 3])
     np.testing.assert_array_equal(train_line.get_ydata(), [3.0, 2.0, 1.5])
-    assert axes[1].get_lines()[1].get_linestyle() == "--"
+    np.testing.assert_array_equal(validation_line.get_ydata(), [3.1, 2.1, 1.6])
+    assert validation_line.get_linestyle() == "--" and train_line.get_linestyle() == "-"
+    # A run keeps one colour for both of its curves; runs differ.
+    lines = axes[0].get_lines()
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
     assert figure.get_suptitle() == "Curves"
 
 
 def test_plot_loss_curves_needs_validation_values():
     with pytest.raises(ValueError, match="val_loss"):
         ca4.plot_loss_curves({"run": {"loss": [1.0]}})
+
+
+# ---------------------------------------------------------------------------------------------
+# PCA and latent codes
+# ---------------------------------------------------------------------------------------------
 
 
 def test_pca_2d():
@@ -109,43 +191,269 @@ def test_pca_2d_of_a_plane_explains_everything():
     assert ratios.sum() == pytest.approx(1.0)
 
 
+def test_scatter_latent_codes_colours_each_digit():
+    points = np.array([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5], [3.0, 3.0]])
+    labels = np.array([3, 0, 3, 9])
+    figure, axis = plt.subplots()
+    ca4.scatter_latent_codes(points, labels, axis, "x label", "y label", "codes")
+    (collection,) = axis.collections
+    np.testing.assert_array_equal(collection.get_offsets(), points)
+    colours = collection.get_facecolors()[:, :3]
+    np.testing.assert_allclose(colours, TAB10[labels])
+    assert (axis.get_xlabel(), axis.get_ylabel(), axis.get_title()) == ("x label", "y label",
+                                                                        "codes")
+
+
 def test_plot_latent_pca(mnist_small):
     labels = mnist_small["validation_labels"]
     assert set(labels.tolist()) == set(range(10))
     codes = np.random.default_rng(0).normal(size=(len(labels), 10)) + labels[:, None]
     figure = ca4.plot_latent_pca(codes, labels, title="PCA")
-    (axis,) = [a for a in figure.axes if a.get_legend() is not None]
+    (axis,) = figure.axes
     assert "% of variance" in axis.get_xlabel() and "% of variance" in axis.get_ylabel()
     assert axis.get_xlabel().startswith("PC 1") and axis.get_ylabel().startswith("PC 2")
-    legend = axis.get_legend()
-    assert legend.get_title().get_text() == "Digit"
-    assert [text.get_text() for text in legend.get_texts()] == [str(d) for d in range(10)]
     assert axis.get_title() == "PCA"
+    assert_digit_legend(figure)
+    points, _ = ca4.pca_2d(codes)
+    np.testing.assert_allclose(axis.collections[0].get_offsets(), points)
 
 
-def test_plot_latent_means_one_axes_per_run(mnist_small):
-    labels = mnist_small["validation_labels"]
-    rng = np.random.default_rng(0)
-    runs = {f"kl {w}": rng.normal(size=(len(labels), 2)) for w in (0.1, 1.0, 5.0)}
-    figure = ca4.plot_latent_means(runs, labels)
-    assert len(figure.axes) == 3
-    assert [axis.get_title() for axis in figure.axes] == list(runs)
-    assert all(axis.get_xlabel() == "z[0]" and axis.get_ylabel() == "z[1]" for axis in figure.axes)
-    # Only the last panel carries the digit legend.
-    assert [axis.get_legend() is not None for axis in figure.axes] == [False, False, True]
+def spread_means(count: int, scale_x: float, scale_y: float) -> np.ndarray:
+    t = np.linspace(-1.0, 1.0, count)
+    return np.stack([scale_x * t, scale_y * t[::-1]], axis=1)
 
 
-def test_plot_latent_grids_one_axes_per_run():
+def test_plot_latent_means_shared_axes_region_and_one_legend():
+    labels = np.arange(40) % 10
+    runs = {"kl 0.1": spread_means(40, 6.0, 1.0), "kl 1": spread_means(40, 1.5, 1.5),
+            "kl 5": spread_means(40, 0.3, 0.2)}
+    figure = ca4.plot_latent_means(runs, labels, extent=2.5, columns=3)
+    axes = figure.axes
+    assert [geometry(axis) for axis in axes] == [(1, 3, i) for i in range(3)]
+    assert [axis.get_title() for axis in axes] == list(runs)
+    assert all(axis.get_xlabel() == "z[0]" and axis.get_ylabel() == "z[1]" for axis in axes)
+    for axis in axes[1:]:
+        assert axes[0].get_shared_x_axes().joined(axes[0], axis)
+        assert axes[0].get_shared_y_axes().joined(axes[0], axis)
+    for axis, means in zip(axes, runs.values()):
+        np.testing.assert_array_equal(axis.collections[0].get_offsets(), means)
+        (region,) = rectangles(axis)
+        assert region.get_xy() == pytest.approx((-2.5, -2.5))
+        assert (region.get_width(), region.get_height()) == pytest.approx((5.0, 5.0))
+        assert region.get_linestyle() == "--" and not region.get_fill()
+    assert_digit_legend(figure)
+    figure.canvas.draw()  # renders, with the codes of every run and the region in view
+    for axis in axes:
+        (x0, x1), (y0, y1) = axis.get_xlim(), axis.get_ylim()
+        assert x0 <= -6.0 and x1 >= 6.0 and y0 <= -2.5 and y1 >= 2.5
+
+
+def test_plot_latent_means_wraps_runs_into_rows():
+    labels = np.arange(20) % 10
+    runs = {f"run {i}": spread_means(20, 1.0 + i, 1.0) for i in range(4)}
+    figure = ca4.plot_latent_means(runs, labels, columns=3)
+    assert [geometry(axis) for axis in figure.axes] == [(2, 3, i) for i in range(6)]
+    assert [axis.get_visible() for axis in figure.axes] == [True] * 4 + [False] * 2
+    assert_digit_legend(figure)
+    figure.canvas.draw()
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoded latent grids
+# ---------------------------------------------------------------------------------------------
+
+
+def decoded(decoder, point) -> np.ndarray:
+    return np.asarray(decoder(np.array([point], np.float32), training=False))[0, ..., 0]
+
+
+def test_plot_latent_grids_layout_ticks_and_orientation():
     ca4.set_seed(0)
-    decoders = {"kl 0.1": ca4.build_decoder(2), "kl 1": ca4.build_decoder(2)}
+    decoders = {"kl 0.1": ca4.build_decoder(2), "kl 1": ca4.build_decoder(2),
+                "kl 5": ca4.build_decoder(2)}
     figure = ca4.plot_latent_grids(decoders, points_per_side=5, title="Grids")
-    assert len(figure.axes) == 2
-    assert [axis.get_title() for axis in figure.axes] == ["kl 0.1", "kl 1"]
-    for axis in figure.axes:
-        assert axis.images[0].get_array().shape == (140, 140)
-        assert [t.get_text() for t in axis.get_xticklabels()] == ["-2.0", "-1.0", "0.0", "1.0", "2.0"]
-        assert [t.get_text() for t in axis.get_yticklabels()] == ["2.0", "1.0", "0.0", "-1.0", "-2.0"]
+    assert [geometry(axis) for axis in figure.axes] == [(2, 2, i) for i in range(4)]
+    assert [axis.get_visible() for axis in figure.axes] == [True, True, True, False]
+    assert [axis.get_title() for axis in visible_axes(figure)] == list(decoders)
+    values = np.linspace(-2.0, 2.0, 5)
+    for axis, decoder in zip(visible_axes(figure), decoders.values()):
+        grid = np.asarray(axis.images[0].get_array())
+        assert grid.shape == (140, 140)
+        assert axis.get_xlabel() == "z[0]" and axis.get_ylabel() == "z[1]"
+        # Top left is (z0 low, z1 high); bottom right is (z0 high, z1 low).
+        np.testing.assert_allclose(grid[:28, :28], decoded(decoder, [-2.0, 2.0]), atol=1e-5)
+        np.testing.assert_allclose(grid[-28:, -28:], decoded(decoder, [2.0, -2.0]), atol=1e-5)
+        np.testing.assert_allclose(grid[:28, -28:], decoded(decoder, [2.0, 2.0]), atol=1e-5)
+        positions, labels = tick_values(axis, "x")
+        np.testing.assert_array_equal(labels, [-2, -1, 0, 1, 2])
+        np.testing.assert_allclose([pixel_to_latent(p, values) for p in positions], labels,
+                                   atol=1e-6)
+        positions, labels = tick_values(axis, "y")
+        np.testing.assert_allclose([pixel_to_latent(p, values[::-1]) for p in positions], labels,
+                                   atol=1e-6)
+        assert sorted(labels) == [-2, -1, 0, 1, 2]
     assert figure.get_suptitle() == "Grids"
+
+
+def test_plot_latent_grids_ticks_sit_at_round_values():
+    ca4.set_seed(0)
+    figure = ca4.plot_latent_grids({"vae": ca4.build_decoder(2)}, points_per_side=15,
+                                   extent=2.0, columns=2)
+    (axis,) = figure.axes
+    values = np.linspace(-2.0, 2.0, 15)
+    for which, along in (("x", values), ("y", values[::-1])):
+        positions, labels = tick_values(axis, which)
+        assert len(labels) >= 3
+        np.testing.assert_array_equal(labels, np.round(labels))  # whole numbers here
+        assert labels.min() >= -2 and labels.max() <= 2
+        np.testing.assert_allclose([pixel_to_latent(p, along) for p in positions], labels,
+                                   atol=1e-6)
+
+
+def test_plot_latent_grids_gaussian_ticks_follow_the_quantiles():
+    ca4.set_seed(0)
+    figure = ca4.plot_latent_grids({"vae": ca4.build_decoder(2)}, points_per_side=15,
+                                   spacing="gaussian")
+    (axis,) = figure.axes
+    positions, labels = tick_values(axis, "x")
+    assert len(labels) >= 3 and np.all(np.abs(labels) < 1.65)
+    # Point i sits at the quantile 0.05 + 0.9 i / 14 of N(0, 1); the ticks are interpolated
+    # between grid points, so they may be off by a small part of a tile.
+    expected = 28 * (norm.cdf(labels) - 0.05) / 0.9 * 14 + 13.5
+    np.testing.assert_allclose(positions, expected, atol=28 / 4)
+
+
+def test_plot_codes_beside_grids_layout_region_and_grid():
+    ca4.set_seed(0)
+    decoders = {"autoencoder": ca4.build_decoder(2), "vae": ca4.build_decoder(2)}
+    rng = np.random.default_rng(0)
+    # 101 codes with x = 0..100 and y = 0, 2, ..., 200 in shuffled pairs: the 1st and 99th
+    # percentiles are x 1 and 99, y 2 and 198.
+    codes = np.stack([rng.permutation(101), 2 * rng.permutation(101)], axis=1).astype(float)
+    labels = np.arange(101) % 10
+    models = {"autoencoder": (codes, decoders["autoencoder"]),
+              "vae": (codes / 100.0, decoders["vae"])}
+    figure = ca4.plot_codes_beside_grids(models, labels, points_per_side=5, title="Beside")
+    axes = figure.axes
+    assert [geometry(axis) for axis in axes] == [(2, 2, i) for i in range(4)]
+    assert [axis.get_title() for axis in axes] == [
+        "autoencoder: test codes", "vae: test codes",
+        "autoencoder: decoded grid", "vae: decoded grid"]
+    for column, (scale, decoder) in enumerate(((1.0, decoders["autoencoder"]),
+                                               (0.01, decoders["vae"]))):
+        scatter, grid_axis = axes[column], axes[2 + column]
+        np.testing.assert_allclose(scatter.collections[0].get_offsets(), codes * scale)
+        (region,) = rectangles(scatter)
+        assert region.get_xy() == pytest.approx((1.0 * scale, 2.0 * scale))
+        assert region.get_width() == pytest.approx(98.0 * scale)
+        assert region.get_height() == pytest.approx(196.0 * scale)
+        assert region.get_linestyle() == "--"
+        grid = np.asarray(grid_axis.images[0].get_array())
+        assert grid.shape == (140, 140)
+        np.testing.assert_allclose(grid[:28, :28], decoded(decoder, [1.0 * scale, 198.0 * scale]),
+                                   atol=1e-5)
+        np.testing.assert_allclose(grid[-28:, -28:],
+                                   decoded(decoder, [99.0 * scale, 2.0 * scale]), atol=1e-5)
+        positions, ticks = tick_values(grid_axis, "x")
+        along = np.linspace(1.0, 99.0, 5) * scale
+        assert ticks.min() >= along[0] - 1e-9 and ticks.max() <= along[-1] + 1e-9
+        np.testing.assert_allclose([pixel_to_latent(p, along) for p in positions], ticks,
+                                   rtol=1e-6, atol=1e-9)
+    assert_digit_legend(figure)
+    assert figure.get_suptitle() == "Beside"
+
+
+# ---------------------------------------------------------------------------------------------
+# Legibility in the PDF
+# ---------------------------------------------------------------------------------------------
+
+# The smallest font size, in points, that a figure may print at, and the most pixels per inch
+# that it should carry when printed (more makes the PDF large for nothing).
+SMALLEST_PRINTED_POINTS = 6.0
+MOST_PRINTED_PPI = 150.0
+
+
+def figure_for(helper: str) -> matplotlib.figure.Figure:
+    """Call a figure helper on small inputs shaped and labelled like the notebook's."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 10
+    images = rng.uniform(size=(10, 28, 28, 1)).astype(np.float32)
+    digit_labels = [f"digit {d}" for d in range(10)]
+    history = {"loss": [0.3, 0.2, 0.1], "val_loss": [0.31, 0.22, 0.15],
+               "reconstruction_loss": [160.0, 150.0, 140.0],
+               "val_reconstruction_loss": [161.0, 151.0, 145.0],
+               "kl_loss": [3.0, 4.0, 5.0], "val_kl_loss": [3.1, 4.1, 5.1]}
+    weights = ("0.1", "1", "5")
+    if helper == "plot_image_rows":
+        rows = {f"{model} {a} to {b}": images for model in ("autoencoder", "VAE")
+                for a, b in ((1, 7), (4, 9), (3, 8))}
+        rows["Reconstruction"] = images
+        return ca4.plot_image_rows(rows, "Decoded straight paths between two test digits",
+                                   digit_labels)
+    if helper == "plot_loss_curves":
+        return ca4.plot_loss_curves(
+            {f"KL weight {w}": history for w in weights},
+            metrics=("reconstruction_loss", "kl_loss"),
+            ylabels={"reconstruction_loss": "summed BCE per image", "kl_loss": "KL per image"},
+            title="VAE loss terms per epoch (validation on the test set)")
+    if helper == "plot_latent_pca":
+        return ca4.plot_latent_pca(rng.normal(size=(60, 10)), labels,
+                                   title="PCA of the 10-D latent codes of the test set")
+    if helper == "plot_latent_means":
+        means = {f"KL weight {w}": rng.normal(size=(60, 2)) * s for w, s in zip(weights, (4, 1, 0.3))}
+        return ca4.plot_latent_means(means, labels, title="z_mean of the test images, by digit")
+    if helper == "plot_image_sheets":
+        names = [f"VAE KL weight {w}" for w in weights] + ["autoencoder latent 2 (fitted Gaussian)"]
+        sheets = {name: ca4.tile_images(rng.uniform(size=(100, 28, 28)), 10) for name in names}
+        return ca4.plot_image_sheets(sheets, "The first 100 generated digits of each model")
+    ca4.set_seed(0)
+    decoder = ca4.build_decoder(2)
+    if helper == "plot_latent_grids":
+        return ca4.plot_latent_grids({f"KL weight {w}": decoder for w in weights}, 15, 2.0,
+                                     title="Decoded 15x15 grid over [-2, 2]²")
+    if helper == "plot_codes_beside_grids":
+        models = {"autoencoder latent 2": (rng.normal(size=(60, 2)) * 20, decoder),
+                  "VAE KL weight 1": (rng.normal(size=(60, 2)), decoder)}
+        return ca4.plot_codes_beside_grids(models, labels, 15, title="Test codes by digit and "
+                                           "the decoder over their span")
+    raise AssertionError(helper)
+
+
+FIGURE_HELPERS = ["plot_image_rows", "plot_loss_curves", "plot_latent_pca", "plot_latent_means",
+                  "plot_image_sheets", "plot_latent_grids", "plot_codes_beside_grids"]
+
+
+@pytest.mark.parametrize("helper", FIGURE_HELPERS)
+def test_figure_text_prints_at_6_points_or_more(helper):
+    """At the PDF's text width, every text of the figure prints at 6 pt or more.
+
+    The inline backend saves figures with bbox_inches="tight"; nbconvert prints an image at
+    its natural size, but at most PRINT_WIDTH (0.9 x the 6.5 in text width) wide.
+    """
+    with matplotlib.rc_context(ca4.REPORT_STYLE):
+        figure = figure_for(helper)
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        width = figure.get_tightbbox(canvas.get_renderer()).width
+    assert width > 0
+    scale = min(1.0, ca4.PRINT_WIDTH / width)
+    texts = [text for text in figure.findobj(matplotlib.text.Text)
+             if text.get_text() and text.get_visible()]
+    titles = {figure.get_suptitle(), *(axis.get_title() for axis in figure.axes)} - {""}
+    assert titles and titles <= {text.get_text() for text in texts}
+    smallest = min(texts, key=lambda text: text.get_fontsize())
+    printed = smallest.get_fontsize() * scale
+    assert printed >= SMALLEST_PRINTED_POINTS, (
+        f"{helper}: {width:.2f} in wide prints at {scale:.0%}, so {smallest.get_text()!r} "
+        f"({smallest.get_fontsize():g} pt) prints at {printed:.1f} pt")
+    assert figure.dpi == ca4.REPORT_STYLE["figure.dpi"]
+    ppi = width * figure.dpi / min(width, ca4.PRINT_WIDTH)
+    assert ppi <= MOST_PRINTED_PPI, f"{helper}: {ppi:.0f} pixels per inch when printed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------
 
 
 def test_markdown_table():
@@ -153,9 +461,10 @@ def test_markdown_table():
             {"name": "vae", "loss": 2.5, "parameters": 12}]
     table = ca4.markdown_table(rows, {"name": "Model", "loss": "Loss|.3f",
                                       "parameters": "Parameters|,"})
+    # The dashes under a header are as many as the column's widest entry (at least 3).
     assert table.splitlines() == [
         "| Model | Loss | Parameters |",
-        "|---|---|---|",
+        "|-----|-----|----------|",
         "| ae | 0.123 | 1,234,567 |",
         "| vae | 2.500 | 12 |",
     ]
@@ -170,3 +479,13 @@ def test_summary_markdown_names_layers():
     assert f"**{model.encoder.name}** ({model.encoder.count_params():,} parameters)" in text
     assert "| pixels | Conv2D | (None, 28, 28, 1) | 145 |" in text
     assert text.count("| Layer | Type | Output shape | Parameters |") == 2
+
+
+def test_show_source_joins_the_sources_as_python():
+    code = ca4.show_source(ca4.tile_images, ca4.RunProgress)
+    assert code.language == "python"
+    assert code.data.startswith("def tile_images(images: np.ndarray, columns: int) -> np.ndarray:")
+    assert "\n\nclass RunProgress:\n" in code.data
+    assert "def seconds_left(self) -> float:" in code.data
+    # Highlighted for the PDF: LaTeX with Pygments' \PY macros, keywords marked as such.
+    assert r"\PY{k}{def}" in code._repr_latex_()

@@ -1,9 +1,16 @@
-"""train_model: learning, determinism, the trained-model cache, divergence, interrupt and resume."""
+"""train_model: learning, determinism, the learning-rate schedule, the trained-model cache and its
+key, divergence, interrupt and resume, the KL sweep and its table."""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import importlib.util
+import inspect
+import itertools
+import math
 import shutil
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -32,11 +39,30 @@ def forbid_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keras.Model, "fit", fit)
 
 
-def train(data, cache_dir, *, latent_dim=2, learning_rate=1e-3, log=None, **options):
-    """Train the Task 1 autoencoder on the small real data set with the suite's defaults."""
-    settings = {"name": "ae", "epochs": EPOCHS, "batch_size": BATCH_SIZE, "seed": 0}
+class MeanSampling(keras.layers.Layer):
+    """Stands in for ca4.Sampling and returns z_mean: the VAE's loss terms become deterministic."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        return inputs[0]
+
+
+def builder(kind: str, latent_dim: int, learning_rate: float | None):
+    """Return the build_model callable of train_model; it calls the module's builder itself,
+    as the notebook does (the cache key follows the names that the callable uses)."""
+    if kind == "vae":
+        return lambda: ca4.build_vae(latent_dim, kl_weight=1.0, seed=0,
+                                     learning_rate=learning_rate or 2e-3)
+    return lambda: ca4.build_autoencoder(latent_dim, learning_rate=learning_rate or 1e-3)
+
+
+def train(data, cache_dir, *, kind="ae", latent_dim=2, learning_rate=None, log=None, **options):
+    """Train the Task 1 autoencoder (or the VAE) on the small real data set, suite defaults."""
+    settings = {"name": kind, "epochs": EPOCHS, "batch_size": BATCH_SIZE, "seed": 0}
     settings.update(options)
-    return ca4.train_model(lambda: ca4.build_autoencoder(latent_dim, learning_rate=learning_rate),
+    return ca4.train_model(builder(kind, latent_dim, learning_rate),
                            data["train_images"], data["validation_images"],
                            cache_dir=cache_dir, log=log, **settings)
 
@@ -52,11 +78,26 @@ def assert_same_weights(first, second) -> None:
         np.testing.assert_array_equal(x, y)
 
 
+def checkpoint_of(cache_path: Path) -> Path:
+    """A checkpoint has the cache entry's name with `.partial` before the suffix."""
+    return cache_path.with_name(cache_path.name.replace(".npz", ".partial.npz"))
+
+
 @pytest.fixture(scope="module")
 def baseline(mnist_small, tmp_path_factory):
-    """One uninterrupted 4-epoch run; several tests compare against it."""
+    """One uninterrupted 4-epoch autoencoder run; several tests compare against it."""
     cache_dir = tmp_path_factory.mktemp("baseline_cache")
     return train(mnist_small, cache_dir)
+
+
+@pytest.fixture(scope="module")
+def vae_baseline(mnist_small, tmp_path_factory):
+    """One uninterrupted 4-epoch VAE run."""
+    cache_dir = tmp_path_factory.mktemp("vae_baseline_cache")
+    return train(mnist_small, cache_dir, kind="vae")
+
+
+# --- learning -------------------------------------------------------------------------------------
 
 
 def test_training_lowers_the_loss(baseline):
@@ -73,8 +114,19 @@ def test_history_has_loss_and_val_loss_per_epoch(baseline):
     assert baseline.final("val_loss") == baseline.history["val_loss"][-1]
     assert baseline.source == "trained"
     assert len(baseline.epoch_seconds) == EPOCHS
+    # The model's training time covers at least its epochs.
+    assert baseline.seconds >= sum(baseline.epoch_seconds) > 0
     assert baseline.cache_path.is_file()
     assert not list(baseline.cache_path.parent.glob("*.partial.npz"))  # checkpoint cleaned up
+
+
+def test_val_loss_is_the_loss_of_the_trained_model(baseline, mnist_small):
+    # Recomputed outside Keras' metrics: the mean pixel BCE of the final model's predictions.
+    images = mnist_small["validation_images"]
+    p = np.clip(ca4.predict(baseline.model, images), np.float32(1e-7), np.float32(1 - 1e-7))
+    p, t = p.astype(np.float64), images.astype(np.float64)
+    expected = float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))
+    assert baseline.final("val_loss") == pytest.approx(expected, rel=1e-4)
 
 
 def test_training_is_deterministic(baseline, mnist_small, cache_dir):
@@ -82,6 +134,72 @@ def test_training_is_deterministic(baseline, mnist_small, cache_dir):
     assert again.source == "trained"
     assert again.history == baseline.history
     assert_same_weights(again.model, baseline.model)
+
+
+def test_classifier_trains_on_digit_labels(mnist_small, cache_dir, monkeypatch):
+    def classify(labels):
+        return ca4.train_model(lambda: ca4.build_digit_classifier(), mnist_small["train_images"],
+                               mnist_small["validation_images"], name="classifier", epochs=2,
+                               batch_size=BATCH_SIZE, seed=0, train_targets=labels,
+                               validation_targets=mnist_small["validation_labels"],
+                               cache_dir=cache_dir, log=None)
+
+    result = classify(mnist_small["train_labels"])
+    assert result.source == "trained"
+    assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(values) == 2 for values in result.history.values())
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    # The validation metrics are those of the final model on the validation labels.
+    labels = mnist_small["validation_labels"]
+    probabilities = np.asarray(ca4.predict(result.model, mnist_small["validation_images"]))
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
+    assert result.final("val_accuracy") == pytest.approx(accuracy, abs=1e-6)
+    assert accuracy > 0.2  # above the 0.1 of guessing
+    expected_loss = -np.mean(np.log(probabilities[np.arange(len(labels)), labels]
+                                    .astype(np.float64)))
+    assert result.final("val_loss") == pytest.approx(expected_loss, rel=1e-4)
+    # The labels are part of the cache key.
+    forbid_fit(monkeypatch)
+    assert classify(mnist_small["train_labels"]).source == "cache"
+    with pytest.raises(FitCalled):
+        classify(np.roll(mnist_small["train_labels"], 1))
+
+
+# --- the learning-rate schedule -------------------------------------------------------------------
+
+
+def test_cosine_schedule_endpoints(mnist_small, cache_dir, monkeypatch):
+    initial, fraction = 2e-3, 0.25
+    data = {"train_images": mnist_small["train_images"][:160],
+            "validation_images": mnist_small["validation_images"][:32]}
+    epochs = 2
+    steps_per_epoch = math.ceil(160 / BATCH_SIZE)  # the last batch is a short one
+    result = train(data, cache_dir, epochs=epochs, learning_rate=initial,
+                   final_learning_rate_fraction=fraction)
+    optimizer = result.model.optimizer
+    total = epochs * steps_per_epoch
+    assert int(optimizer.iterations.numpy()) == total
+    # learning_rate is the schedule at the optimiser's step count: the end of the decay.
+    assert float(optimizer.learning_rate) == pytest.approx(initial * fraction, rel=1e-6)
+    # A cached model is restored at the same point of the schedule.
+    with monkeypatch.context() as patch:
+        forbid_fit(patch)
+        cached = train(data, cache_dir, epochs=epochs, learning_rate=initial,
+                       final_learning_rate_fraction=fraction)
+    assert cached.source == "cache"
+    assert int(cached.model.optimizer.iterations.numpy()) == total
+    assert float(cached.model.optimizer.learning_rate) == pytest.approx(initial * fraction,
+                                                                        rel=1e-6)
+    # The schedule itself, step by step: a half cosine from `initial` to `initial * fraction`.
+    expected = {0: initial, total // 2: initial * (1 + fraction) / 2,
+                1: initial * (fraction + (1 - fraction) * (1 + math.cos(math.pi / total)) / 2),
+                total: initial * fraction}
+    for step, value in expected.items():
+        optimizer.iterations.assign(step)
+        assert float(optimizer.learning_rate) == pytest.approx(value, rel=1e-6), step
+
+
+# --- the cache ------------------------------------------------------------------------------------
 
 
 def test_same_key_is_served_from_the_cache(baseline, mnist_small, monkeypatch):
@@ -92,14 +210,20 @@ def test_same_key_is_served_from_the_cache(baseline, mnist_small, monkeypatch):
     assert cached.source == "cache"
     assert cached.cache_path == baseline.cache_path
     assert cached.history == baseline.history
-    assert cached.epoch_seconds == [] and cached.seconds == 0.0
+    # The training time is stored with the model: a cache hit reports the original run's.
+    assert cached.epoch_seconds == []
+    assert cached.seconds == baseline.seconds > 0
     assert_same_weights(cached.model, baseline.model)
     assert baseline.cache_path.stat().st_mtime_ns == modified
-    assert any("loaded from the cache" in message for message in messages)
+    assert len(messages) == 1 and "from the cache" in messages[0]
+    assert messages[0].startswith("ae")  # the run's name
+    # The record is for a person: it names no cache file.
+    assert baseline.cache_path.stem not in messages[0]
+    assert baseline.cache_path.name.split("-")[-1].removesuffix(".npz") not in messages[0]
 
 
 @pytest.mark.parametrize("change", [{"epochs": 3}, {"seed": 1}, {"latent_dim": 3},
-                                    {"learning_rate": 5e-4},
+                                    {"learning_rate": 5e-4}, {"batch_size": 32},
                                     {"final_learning_rate_fraction": 0.5}])
 def test_changed_setting_is_not_served_from_the_cache(change, baseline, mnist_small, monkeypatch):
     forbid_fit(monkeypatch)
@@ -107,21 +231,26 @@ def test_changed_setting_is_not_served_from_the_cache(change, baseline, mnist_sm
         train(mnist_small, baseline.cache_path.parent, **change)
 
 
-def test_changed_data_is_not_served_from_the_cache(baseline, mnist_small, monkeypatch):
+@pytest.mark.parametrize("change", ["train_images", "validation_images", "train_targets"])
+def test_changed_data_is_not_served_from_the_cache(change, baseline, mnist_small, monkeypatch):
     forbid_fit(monkeypatch)
-    data = dict(mnist_small, train_images=mnist_small["train_images"][:-1])
+    data = dict(mnist_small)
+    options = {}
+    if change == "train_targets":  # targets other than the inputs, as a denoiser has
+        options["train_targets"] = ca4.add_gaussian_noise(data["train_images"], 0.1, seed=0)
+    else:
+        data[change] = data[change][:-1]
     with pytest.raises(FitCalled):
-        train(data, baseline.cache_path.parent)
+        train(data, baseline.cache_path.parent, **options)
 
 
 def test_shorter_run_retrains(baseline, mnist_small, cache_dir):
     short = train(mnist_small, cache_dir, epochs=2)
     assert short.source == "trained"
     assert short.cache_path.name != baseline.cache_path.name
+    assert short.cache_path.is_file()
     assert len(short.epoch_seconds) == 2 and short.epochs == 2
-    # Same seed, data order and starting learning rate: the first epoch is the baseline's.
-    assert {k: v[0] for k, v in short.history.items()} == {
-        k: v[0] for k, v in baseline.history.items()}
+    assert all(len(values) == 2 for values in short.history.values())
 
 
 def test_retrain_ignores_the_cache(baseline, mnist_small, monkeypatch):
@@ -160,13 +289,158 @@ def test_truncated_cache_file_is_retrained(baseline, mnist_small, cache_dir, mon
     assert train(mnist_small, cache_dir).source == "cache"
 
 
-def test_cache_entry_of_another_key_is_not_trusted(baseline, mnist_small, cache_dir, monkeypatch):
+def test_cache_entry_of_another_key_is_not_trusted(baseline, mnist_small, tmp_path, monkeypatch):
+    # Training B (another seed) once elsewhere tells the file name B's cache entry has.
+    other = train(mnist_small, tmp_path / "reference", seed=1, epochs=1)
+    assert other.cache_path.name != baseline.cache_path.name
+    # Put A's entry (the baseline: same architecture, so its variables would fit) under B's name.
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    planted = cache_dir / other.cache_path.name
+    planted.write_bytes(baseline.cache_path.read_bytes())
+    messages = []
+    result = train(mnist_small, cache_dir, seed=1, epochs=1, log=messages.append)
+    assert result.source == "trained"
+    assert any("damaged cache entry" in message and "another training key" in message
+               for message in messages)
+    assert result.history == other.history
+    assert_same_weights(result.model, other.model)
+    assert not all(np.array_equal(a, b) for a, b in zip(weights(result.model),
+                                                        weights(baseline.model)))
+    # B's own entry has replaced A's.
+    assert result.cache_path == planted
     forbid_fit(monkeypatch)
-    shutil.copy(baseline.cache_path, cache_dir / baseline.cache_path.name)
-    # Same file name, but the stored key belongs to another model: must not be loaded.
-    model = ca4.build_autoencoder(2)
-    with pytest.raises(ValueError, match="another training key"):
-        ca4.load_training_state(cache_dir / baseline.cache_path.name, model, "not-the-key")
+    again = train(mnist_small, cache_dir, seed=1, epochs=1)
+    assert again.source == "cache"
+    assert_same_weights(again.model, other.model)
+
+
+def test_default_cache_lives_in_the_build_dir(private_build_dir, mnist_small, tmp_path,
+                                              monkeypatch):
+    data = {"train_images": mnist_small["train_images"][:64],
+            "validation_images": mnist_small["validation_images"][:32]}
+    first = train(data, None, name="default_cache", epochs=1)
+    assert first.cache_path.parent == private_build_dir.resolve() / "cache"
+    assert first.cache_path.is_file()
+    # Another build folder: another cache, trained afresh.
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("CA4_BUILD_DIR", str(elsewhere))
+    second = train(data, None, name="default_cache", epochs=1)
+    assert second.source == "trained"
+    assert second.cache_path == elsewhere.resolve() / "cache" / first.cache_path.name
+    assert second.cache_path.is_file() and first.cache_path.is_file()
+
+
+# --- the cache key follows the training code, and only it ----------------------------------------
+
+EDIT_NUMBERS = itertools.count()
+
+
+@contextlib.contextmanager
+def edited_copy(tmp_path: Path, target: str | None, old: str | None, new: str | None):
+    """Import a copy of ca4_helpers.py in which the source of the function or class `target`
+    has `old` (found there exactly once) replaced by `new`."""
+    source = Path(ca4.__file__).read_text()
+    if target is not None:
+        original = inspect.getsource(getattr(ca4, target))
+        assert original.count(old) == 1, f"update the edit of {target}: {old!r} is gone"
+        assert source.count(original) == 1
+        source = source.replace(original, original.replace(old, new))
+    name = f"ca4_edited_{next(EDIT_NUMBERS)}"
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # inspect.getsource finds a class's file through sys.modules
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)
+
+
+KEY_DATA = {"train": 128, "validation": 64}
+
+
+def train_key_vae(module, data, cache_dir, log=None):
+    """One epoch of a small VAE, with `module`'s train_model and build_vae."""
+    return module.train_model(lambda: module.build_vae(2, kl_weight=1.0, seed=0),
+                              data["train_images"][:KEY_DATA["train"]],
+                              data["validation_images"][:KEY_DATA["validation"]],
+                              name="vae_key", epochs=1, batch_size=BATCH_SIZE, seed=0,
+                              cache_dir=cache_dir, log=log)
+
+
+@pytest.fixture(scope="module")
+def key_cache(mnist_small, tmp_path_factory):
+    """A cache holding one small VAE trained by the unedited module."""
+    result = train_key_vae(ca4, mnist_small, tmp_path_factory.mktemp("key_cache"))
+    assert result.source == "trained"
+    return result
+
+
+# (the edited object, the text replaced, its replacement, whether the edit must retrain)
+CODE_EDITS = {
+    "unedited copy": (None, None, None, False),
+    "kl_divergence doubled": (
+        "kl_divergence",
+        "return ops.mean(ops.sum(kl_per_dimension(z_mean, z_log_var), axis=1))",
+        "return 2.0 * ops.mean(ops.sum(kl_per_dimension(z_mean, z_log_var), axis=1))", True),
+    "kl_per_dimension (reached through kl_divergence)": (
+        "kl_per_dimension",
+        "return -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))",
+        "return -0.25 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))", True),
+    "reconstruction_loss halved": (
+        "reconstruction_loss",
+        "return ops.mean(ops.sum(per_pixel, axis=(1, 2, 3)))",
+        "return 0.5 * ops.mean(ops.sum(per_pixel, axis=(1, 2, 3)))", True),
+    "Sampling with half the spread": (
+        "Sampling",
+        "return z_mean + ops.exp(0.5 * z_log_var) * epsilon",
+        "return z_mean + 0.5 * ops.exp(0.5 * z_log_var) * epsilon", True),
+    "plot_loss_curves title": (
+        "plot_loss_curves",
+        'title: str = "Loss per epoch"',
+        'title: str = "Losses by epoch"', False),
+    "markdown_table alignment": (
+        "markdown_table",
+        '"|" + "|".join("-" * width for width in widths) + "|"',
+        '"|" + "|".join(":" + "-" * width for width in widths) + "|"', False),
+    "TrainingLog epoch line": (
+        "TrainingLog",
+        'f"{self.seconds[-1]:.1f} s  | {format_duration(left)} left")',
+        'f"{self.seconds[-1]:.2f} s  | about {format_duration(left)} left")', False),
+    "format_duration wording (progress lines)": (
+        "format_duration",
+        'return f"{seconds} s"',
+        'return f"{seconds} seconds"', False),
+}
+
+
+@pytest.mark.parametrize("edit", list(CODE_EDITS))
+def test_cache_key_follows_the_training_code(edit, key_cache, mnist_small, tmp_path,
+                                             monkeypatch):
+    target, old, new, retrains = CODE_EDITS[edit]
+    cache_dir = key_cache.cache_path.parent
+    with edited_copy(tmp_path, target, old, new) as edited:
+        forbid_fit(monkeypatch)
+        messages = []
+        if retrains:
+            with pytest.raises(FitCalled):
+                train_key_vae(edited, mnist_small, cache_dir, log=messages.append)
+            # Not a damaged entry: the key itself changed, so another file was looked for.
+            assert not any("damaged" in message for message in messages)
+        else:
+            result = train_key_vae(edited, mnist_small, cache_dir, log=messages.append)
+            assert result.source == "cache"
+            assert result.cache_path == key_cache.cache_path
+            assert isinstance(result.model, edited.VariationalAutoencoder)
+            assert result.history == key_cache.history
+            assert_same_weights(result.model, key_cache.model)
+    assert key_cache.cache_path.is_file()  # the entry is left as it was
+
+
+# --- bad inputs and divergence --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("where", ["train_images", "validation_images"])
@@ -198,38 +472,44 @@ def test_diverging_run_raises(mnist_small, cache_dir):
     assert not list(cache_dir.glob("diverging-*[0-9a-f].npz"))  # nothing cached as finished
 
 
-def test_interrupted_run_resumes(baseline, mnist_small, cache_dir, monkeypatch):
-    checkpoints = []
-    original = ca4.save_training_state
+# --- interrupt and resume -------------------------------------------------------------------------
 
-    def interrupt_after_second_checkpoint(path, *args, **kwargs):
-        original(path, *args, **kwargs)
-        if path.name.endswith(".partial.npz"):
-            checkpoints.append(path)
-            if len(checkpoints) == 2:
-                raise KeyboardInterrupt
 
-    with monkeypatch.context() as patch:
-        patch.setattr(ca4, "save_training_state", interrupt_after_second_checkpoint)
-        with pytest.raises(KeyboardInterrupt):
-            train(mnist_small, cache_dir)
-    assert len(checkpoints) == 2 and checkpoints[-1].is_file()
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_interrupted_run_resumes(kind, mnist_small, cache_dir, request):
+    baseline = request.getfixturevalue("baseline" if kind == "ae" else "vae_baseline")
+    checkpoint = cache_dir / checkpoint_of(baseline.cache_path).name
+
+    # Interrupt after epoch 2's checkpoint is written. Not by patching ca4.save_training_state:
+    # a stand-in defined here is not part of the module's code, so the run would get another
+    # training key (and checkpoint file) than the resumed one. ProgressLog reports each epoch
+    # after EpochCheckpoint has saved it, and ProgressLog is not in the key.
+    def interrupt_after_epoch_2(message):
+        if "epoch 2/" in message:
+            assert checkpoint.is_file()
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(mnist_small, cache_dir, kind=kind, log=interrupt_after_epoch_2)
+    assert checkpoint.is_file()
     assert not (cache_dir / baseline.cache_path.name).exists()
 
     messages = []
-    resumed = train(mnist_small, cache_dir, log=messages.append)
+    resumed = train(mnist_small, cache_dir, kind=kind, log=messages.append)
     assert resumed.source == "resumed"
     assert len(resumed.epoch_seconds) == EPOCHS - 2
     assert any(f"resuming after epoch 2 of {EPOCHS}" in message for message in messages)
     assert resumed.history == baseline.history
     assert_same_weights(resumed.model, baseline.model)
-    assert not checkpoints[-1].exists()  # the checkpoint is removed once the run finishes
+    # The training time includes the interrupted run's two epochs.
+    assert resumed.seconds > sum(resumed.epoch_seconds)
+    assert not checkpoint.exists()  # the checkpoint is removed once the run finishes
+    assert resumed.cache_path == cache_dir / baseline.cache_path.name
     assert resumed.cache_path.is_file()
 
 
 def test_damaged_checkpoint_is_ignored(baseline, mnist_small, cache_dir, monkeypatch):
-    # A checkpoint has the cache entry's name with `.partial` before the suffix.
-    checkpoint = cache_dir / baseline.cache_path.name.replace(".npz", ".partial.npz")
+    checkpoint = cache_dir / checkpoint_of(baseline.cache_path).name
     checkpoint.write_bytes(b"not an archive")
     forbid_fit(monkeypatch)
     messages = []
@@ -242,40 +522,100 @@ def test_damaged_checkpoint_is_ignored(baseline, mnist_small, cache_dir, monkeyp
 def test_finished_checkpoint_resumes_with_nothing_left(baseline, mnist_small, cache_dir,
                                                       monkeypatch):
     # A checkpoint written after the last epoch (the process died before the cache write).
-    checkpoint = cache_dir / baseline.cache_path.name.replace(".npz", ".partial.npz")
+    checkpoint = cache_dir / checkpoint_of(baseline.cache_path).name
     shutil.copy(baseline.cache_path, checkpoint)
     forbid_fit(monkeypatch)
     result = train(mnist_small, cache_dir)
     assert result.source == "resumed"
     assert result.epoch_seconds == []
+    assert result.seconds == baseline.seconds
     assert result.history == baseline.history
     assert_same_weights(result.model, baseline.model)
     assert result.cache_path.is_file() and not checkpoint.exists()
 
 
-def test_kl_sweep(mnist_small, cache_dir):
-    train_images = mnist_small["train_images"][:128]
+# --- the KL sweep and its table -------------------------------------------------------------------
+
+
+def numpy_vae_terms(model, images) -> tuple[float, np.ndarray]:
+    """Reconstruction term (z = z_mean) and per-dimension KL, recomputed in NumPy float64."""
+    z_mean, z_log_var = (np.asarray(t) for t in model.encoder.predict(images, verbose=0))
+    p = np.clip(np.asarray(model.decoder.predict(z_mean, verbose=0)), np.float32(1e-7),
+                np.float32(1 - 1e-7)).astype(np.float64)
+    t = images.astype(np.float64)
+    reconstruction = -(t * np.log(p) + (1 - t) * np.log(1 - p)).reshape(len(images), -1).sum(1)
+    m, lv = z_mean.astype(np.float64), z_log_var.astype(np.float64)
+    kl = 0.5 * (np.exp(lv) + m**2 - 1.0 - lv)
+    return float(reconstruction.mean()), kl.mean(axis=0)
+
+
+@pytest.fixture(scope="module")
+def kl_sweep(mnist_small, tmp_path_factory):
+    """A two-weight sweep of one epoch, with z = z_mean: the validation history is then a
+    function of the final weights alone, which NumPy can recompute."""
+    cache_dir = tmp_path_factory.mktemp("kl_sweep_cache")
     validation_images = mnist_small["validation_images"][:64]
-    results = ca4.run_kl_sweep(train_images, validation_images, kl_weights=(0.5, 2.0), epochs=1,
-                               batch_size=BATCH_SIZE, seed=0, cache_dir=cache_dir, log=None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ca4, "Sampling", MeanSampling)
+        results = ca4.run_kl_sweep(mnist_small["train_images"][:128], validation_images,
+                                   kl_weights=(0.5, 2.0), epochs=1, batch_size=BATCH_SIZE,
+                                   seed=0, cache_dir=cache_dir, log=None)
+    rows = ca4.vae_sweep_table(results, validation_images)
+    expected = [numpy_vae_terms(result.model, validation_images) for result in results.values()]
+    return {"results": results, "rows": rows, "expected": expected, "cache_dir": cache_dir}
+
+
+def test_kl_sweep(kl_sweep):
+    results, rows = kl_sweep["results"], kl_sweep["rows"]
     assert list(results) == [0.5, 2.0]
     for weight, result in results.items():
         assert isinstance(result.model, ca4.VariationalAutoencoder)
         assert result.model.kl_weight == weight
         assert {"loss", "reconstruction_loss", "kl_loss", "val_loss", "val_reconstruction_loss",
                 "val_kl_loss"} <= set(result.history)
-    assert len(list(cache_dir.glob("*.npz"))) == 2  # one cache entry per weight
-    rows = ca4.vae_sweep_table(results)
+    assert len(list(kl_sweep["cache_dir"].glob("*.npz"))) == 2  # one cache entry per weight
     assert [row["kl_weight"] for row in rows] == [0.5, 2.0]
-    for row, (weight, result) in zip(rows, results.items()):
+    for row, (_, kl_per_dimension) in zip(rows, kl_sweep["expected"]):
         assert row["epochs"] == 1
-        assert row["val_elbo"] == row["val_reconstruction_loss"] + row["val_kl_loss"]
-        assert row["val_reconstruction_loss"] == result.final("val_reconstruction_loss")
-        # One validation batch: the weighted total is exactly reconstruction + weight * KL.
-        assert row["val_loss"] == pytest.approx(
-            row["val_reconstruction_loss"] + weight * row["val_kl_loss"], rel=1e-5)
+        assert row["val_kl_per_dimension"] == pytest.approx(kl_per_dimension.tolist(),
+                                                            rel=1e-4, abs=1e-7)
+        assert row["active_dimensions"] == int(np.sum(kl_per_dimension
+                                                      > ca4.ACTIVE_DIMENSION_NATS))
 
 
-def test_default_cache_lives_in_the_build_dir(private_build_dir):
-    assert ca4.build_dir() == private_build_dir.resolve()
-    assert os.environ["CA4_BUILD_DIR"] == str(private_build_dir)
+def test_kl_sweep_validation_terms_are_those_of_the_final_models(kl_sweep):
+    # Also guards the validation pipeline: a dataset of unknown length made Keras run one
+    # more (failing) test step whose count the VAE's Mean trackers kept, halving every val_*.
+    for row, (weight, result), (reconstruction, kl_per_dimension) in zip(
+            kl_sweep["rows"], kl_sweep["results"].items(), kl_sweep["expected"]):
+        kl = float(kl_per_dimension.sum())
+        # The per-dimension KL (encoder predictions) adds up to the history's (test_step).
+        assert sum(row["val_kl_per_dimension"]) == pytest.approx(result.final("val_kl_loss"),
+                                                                 rel=1e-5)
+        assert row["val_reconstruction_loss"] == pytest.approx(reconstruction, rel=1e-4)
+        assert row["val_kl_loss"] == pytest.approx(kl, rel=1e-4)
+        assert row["val_neg_elbo"] == pytest.approx(reconstruction + kl, rel=1e-4)
+        assert row["val_loss"] == pytest.approx(reconstruction + weight * kl, rel=1e-4)
+
+
+def test_vae_sweep_table_of_a_constructed_model(mnist_small):
+    # An encoder that ignores its input: z_mean = (1, 0), z_log_var = (0.5, 0) for every image.
+    # Dimension 0 has a known KL, dimension 1 equals the prior (KL 0: inactive).
+    model = ca4.build_vae(latent_dim=2, kl_weight=3.0, seed=0)
+    for layer, bias in (("z_mean", [1.0, 0.0]), ("z_log_var", [0.5, 0.0])):
+        dense = model.encoder.get_layer(layer)
+        dense.kernel.assign(np.zeros(dense.kernel.shape, np.float32))
+        dense.bias.assign(np.array(bias, np.float32))
+    reconstruction, kl = 100.0, 5.0  # a made-up history
+    history = {"loss": [1e3, reconstruction + 3.0 * kl],
+               "val_loss": [1e3, reconstruction + 3.0 * kl],
+               "val_reconstruction_loss": [1e3, reconstruction], "val_kl_loss": [1e3, kl]}
+    result = ca4.TrainingResult(model, history, "trained", 1.0, None)
+    (row,) = ca4.vae_sweep_table({3.0: result}, mnist_small["validation_images"][:16])
+    assert row["kl_weight"] == 3.0 and row["epochs"] == 2
+    assert row["val_loss"] == reconstruction + 3.0 * kl
+    # The ELBO weighs the KL term by 1 whatever the training weight.
+    assert row["val_neg_elbo"] == reconstruction + kl
+    expected = [0.5 * (math.exp(0.5) + 1.0 - 1.0 - 0.5), 0.0]
+    assert row["val_kl_per_dimension"] == pytest.approx(expected, rel=1e-6, abs=1e-7)
+    assert row["active_dimensions"] == 1

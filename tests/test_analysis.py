@@ -1,0 +1,489 @@
+"""Evaluation, reporting and run-progress helpers on constructed cases whose answer is known."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import keras
+import nbformat
+import numpy as np
+import pytest
+
+import ca4_helpers as ca4
+
+# ---------------------------------------------------------------------------------------------
+# k-nearest-neighbour accuracy of latent codes
+# ---------------------------------------------------------------------------------------------
+
+
+def clusters(per_digit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ten tight clusters of 2-D codes, digit d around (10 d, -5 d): far apart from each other."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_digit)
+    centres = np.stack([10.0 * labels, -5.0 * labels], axis=1)
+    return centres + rng.normal(scale=0.1, size=centres.shape), labels
+
+
+def test_knn_accuracy_of_separated_clusters_is_one():
+    train_codes, train_labels = clusters(20, seed=0)
+    test_codes, test_labels = clusters(10, seed=1)
+    assert ca4.knn_accuracy(train_codes, train_labels, test_codes, test_labels) == 1.0
+
+
+def test_knn_accuracy_of_labels_unrelated_to_the_codes_is_near_chance():
+    rng = np.random.default_rng(0)
+    train_codes, test_codes = rng.uniform(size=(2000, 2)), rng.uniform(size=(1000, 2))
+    train_labels, test_labels = rng.integers(0, 10, 2000), rng.integers(0, 10, 1000)
+    accuracy = ca4.knn_accuracy(train_codes, train_labels, test_codes, test_labels)
+    assert 0.0 <= accuracy < 0.3  # chance is 0.1 with ten classes
+
+
+def test_knn_accuracy_drops_by_one_test_point_for_one_mislabelled_isolated_neighbour():
+    train_codes, train_labels = clusters(20, seed=0)
+    test_codes, test_labels = clusters(10, seed=1)
+    # One training code far from every cluster, and one test code right beside it (digit 3).
+    train_codes = np.vstack([train_codes, [[500.0, 500.0]]])
+    test_codes = np.vstack([test_codes, [[500.1, 500.0]]])
+    test_labels = np.append(test_labels, 3)
+    count = len(test_labels)
+    right = ca4.knn_accuracy(train_codes, np.append(train_labels, 3), test_codes, test_labels,
+                             neighbours=1)
+    wrong = ca4.knn_accuracy(train_codes, np.append(train_labels, 7), test_codes, test_labels,
+                             neighbours=1)
+    assert right == 1.0
+    assert wrong == pytest.approx((count - 1) / count, abs=1e-12)
+    assert right - wrong == pytest.approx(1 / count, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging generated digits
+# ---------------------------------------------------------------------------------------------
+
+
+def test_normalised_entropy_of_known_histograms():
+    assert ca4.normalised_entropy([7] * 10) == pytest.approx(1.0)
+    assert ca4.normalised_entropy([0, 0, 0, 12, 0, 0, 0, 0, 0, 0]) == pytest.approx(0.0, abs=1e-12)
+    two_bins = [0, 5, 0, 0, 0, 0, 0, 5, 0, 0]
+    assert ca4.normalised_entropy(two_bins) == pytest.approx(math.log(2) / math.log(10))
+    # Only the shares matter, and not the order of the bins.
+    assert ca4.normalised_entropy([1, 3]) == pytest.approx(ca4.normalised_entropy([30, 10]))
+
+
+def test_generation_report_of_ten_samples_per_digit():
+    digits = np.repeat(np.arange(10), 10)
+    confidences = np.full(100, 0.5)
+    confidences[:36] = 0.99
+    confidences[36] = ca4.CONFIDENCE  # reaching the threshold counts as confident
+    confidences[37] = np.nextafter(ca4.CONFIDENCE, 0.0)  # just below does not
+    report = ca4.generation_report(digits, confidences)
+    assert report["samples"] == 100
+    assert report["confident_share"] == pytest.approx(0.37)
+    assert report["digit_entropy"] == pytest.approx(1.0)
+    assert report["least_digit_share"] == pytest.approx(0.1)
+
+
+def test_generation_report_of_a_single_digit_and_of_two_digits():
+    one = ca4.generation_report(np.full(50, 4), np.full(50, 0.95))
+    assert one["digit_entropy"] == pytest.approx(0.0, abs=1e-12)
+    assert one["least_digit_share"] == 0.0
+    assert one["confident_share"] == 1.0
+    two = ca4.generation_report(np.array([1, 7] * 20), np.zeros(40))
+    assert two["digit_entropy"] == pytest.approx(math.log(2) / math.log(10))
+    assert two["least_digit_share"] == 0.0
+    assert two["confident_share"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling and interpolating latent codes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sample_prior_is_standard_normal_and_reproducible():
+    codes = ca4.sample_prior(20000, seed=3, latent_dim=3)
+    assert codes.shape == (20000, 3)
+    np.testing.assert_allclose(codes.mean(axis=0), 0.0, atol=0.05)
+    np.testing.assert_allclose(np.cov(codes, rowvar=False), np.eye(3), atol=0.05)
+    np.testing.assert_array_equal(ca4.sample_prior(50, seed=3, latent_dim=3),
+                                  ca4.sample_prior(50, seed=3, latent_dim=3))
+    assert not np.allclose(ca4.sample_prior(50, seed=3), ca4.sample_prior(50, seed=4))
+
+
+def test_sample_fitted_gaussian_reproduces_mean_and_covariance():
+    rng = np.random.default_rng(0)
+    mean = np.array([1.0, -2.0])
+    covariance = np.array([[2.0, 1.2], [1.2, 1.0]])
+    codes = rng.standard_normal((5000, 2)) @ np.linalg.cholesky(covariance).T + mean
+    samples = ca4.sample_fitted_gaussian(codes, 20000, seed=5)
+    assert samples.shape == (20000, 2)
+    np.testing.assert_allclose(samples.mean(axis=0), mean, atol=0.1)
+    np.testing.assert_allclose(np.cov(samples, rowvar=False), covariance, atol=0.12)
+    np.testing.assert_array_equal(samples, ca4.sample_fitted_gaussian(codes, 20000, seed=5))
+
+
+def test_interpolate_codes_runs_evenly_along_the_segment():
+    start, end = np.array([1.0, -2.0, 0.5]), np.array([-3.0, 4.0, 2.5])
+    frames = 5
+    path = ca4.interpolate_codes(start, end, frames)
+    assert path.shape == (frames, 3)
+    np.testing.assert_array_equal(path[0], start)
+    np.testing.assert_array_equal(path[-1], end)
+    length = np.linalg.norm(end - start)
+    from_start = np.linalg.norm(path - start, axis=1)
+    to_end = np.linalg.norm(end - path, axis=1)
+    # On the segment: the two distances add up to its length; evenly spaced along it.
+    np.testing.assert_allclose(from_start + to_end, length, rtol=1e-12)
+    np.testing.assert_allclose(from_start, np.arange(frames) / (frames - 1) * length, rtol=1e-12,
+                               atol=1e-12)
+    steps = np.linalg.norm(np.diff(path, axis=0), axis=1)
+    np.testing.assert_allclose(steps, length / (frames - 1), rtol=1e-12)
+
+
+def test_interpolation_report_of_constructed_frames():
+    frames = np.zeros((5, 28, 28, 1), np.float32)
+    frames[1, :7] = 1.0  # a quarter of the pixels change by 1: step 0.25
+    frames[2] = frames[1]  # no change: step 0
+    frames[3] = 1.0  # the other three quarters change by 1: step 0.75, the largest
+    frames[4] = frames[3]
+    frames[4, 14:] = 0.5  # half of the pixels change by 0.5: step 0.25
+    digits = np.array([3, 3, 5, 7, 5])
+    confidences = np.array([0.95, 0.5, 0.99, 0.99, ca4.CONFIDENCE])
+    # Unclear: frame 1 (not confident) and frame 3 (digit 7 is neither end digit).
+    report = ca4.interpolation_report(frames, digits, confidences, (3, 5))
+    assert report["largest_step"] == pytest.approx(0.75)
+    assert report["unclear_share"] == pytest.approx(2 / 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# KL per latent dimension
+# ---------------------------------------------------------------------------------------------
+
+
+def closed_form_kl(z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray:
+    """KL(N(m, exp(lv)) || N(0, 1)) = 0.5 (exp(lv) + m^2 - 1 - lv), in float64."""
+    z_mean, z_log_var = np.asarray(z_mean, np.float64), np.asarray(z_log_var, np.float64)
+    return 0.5 * (np.exp(z_log_var) + z_mean**2 - 1.0 - z_log_var)
+
+
+def test_kl_per_dimension_is_zero_for_the_prior_and_matches_the_closed_form():
+    z_mean = np.array([[1.5, 0.0], [-0.3, 0.0], [0.0, 0.0]], np.float32)
+    z_log_var = np.array([[0.2, 0.0], [-1.0, 0.0], [0.7, 0.0]], np.float32)
+    kl = np.asarray(ca4.kl_per_dimension(z_mean, z_log_var))
+    assert kl.shape == (3, 2)
+    np.testing.assert_array_equal(kl[:, 1], 0.0)
+    np.testing.assert_allclose(kl[:, 0], closed_form_kl(z_mean[:, 0], z_log_var[:, 0]), rtol=1e-5)
+    assert np.all(kl[:, 0] > 0)
+
+
+@pytest.fixture(scope="module")
+def vae_with_collapsed_dimension():
+    """An untrained 2-D VAE whose dimension 1 is exactly the prior; dimension 0 is shifted."""
+    ca4.set_seed(0)
+    model = ca4.build_vae(2, kl_weight=1.0, seed=0)
+    for name in ("z_mean", "z_log_var"):
+        layer = model.encoder.get_layer(name)
+        kernel, bias = (np.array(w) for w in layer.get_weights())
+        kernel[:, 1] = 0.0
+        bias[1] = 0.0
+        if name == "z_mean":
+            bias[0] = 1.0  # mean >= about 1 in dimension 0: KL about 0.5, clearly active
+        layer.set_weights([kernel, bias])
+    images = np.random.default_rng(0).uniform(size=(16, 28, 28, 1)).astype(np.float32)
+    return model, images
+
+
+def test_kl_by_dimension_of_a_dimension_that_is_the_prior(vae_with_collapsed_dimension):
+    model, images = vae_with_collapsed_dimension
+    kl = ca4.kl_by_dimension(model, images)
+    z_mean, z_log_var = (np.asarray(t) for t in model.encoder(images, training=False))
+    np.testing.assert_array_equal(z_mean[:, 1], 0.0)  # the construction holds
+    assert kl.shape == (2,)
+    assert abs(kl[1]) < 1e-7
+    assert kl[0] == pytest.approx(closed_form_kl(z_mean[:, 0], z_log_var[:, 0]).mean(), rel=1e-4)
+    assert kl[0] > 10 * ca4.ACTIVE_DIMENSION_NATS
+
+
+def test_vae_sweep_table_counts_the_prior_dimension_as_inactive(vae_with_collapsed_dimension):
+    model, images = vae_with_collapsed_dimension
+    histories = {  # val_loss = reconstruction + kl_weight x KL
+        0.5: {"loss": [200.0, 180.0], "val_loss": [190.0, 168.0],
+              "val_reconstruction_loss": [170.0, 160.0], "val_kl_loss": [40.0, 16.0]},
+        5.0: {"loss": [300.0, 250.0, 240.0], "val_loss": [290.0, 260.0, 242.5],
+              "val_reconstruction_loss": [190.0, 185.0, 180.0], "val_kl_loss": [20.0, 15.0, 12.5]},
+    }
+    results = {w: ca4.TrainingResult(model, history, "trained", 0.0, None)
+               for w, history in histories.items()}
+    rows = ca4.vae_sweep_table(results, images)
+    assert [row["kl_weight"] for row in rows] == [0.5, 5.0]
+    assert [row["epochs"] for row in rows] == [2, 3]
+    assert [row["val_loss"] for row in rows] == [168.0, 242.5]
+    assert [row["val_reconstruction_loss"] for row in rows] == [160.0, 180.0]
+    assert [row["val_kl_loss"] for row in rows] == [16.0, 12.5]
+    # The negative ELBO weighs the KL by 1 whatever the training weight.
+    assert [row["val_neg_elbo"] for row in rows] == [176.0, 192.5]
+    for row in rows:
+        per_dimension = row["val_kl_per_dimension"]
+        assert len(per_dimension) == 2 and abs(per_dimension[1]) < 1e-7
+        assert per_dimension[0] > ca4.ACTIVE_DIMENSION_NATS
+        assert row["active_dimensions"] == 1
+    json.dumps(rows, allow_nan=False)  # plain Python numbers, ready for metrics.json
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent grids
+# ---------------------------------------------------------------------------------------------
+
+
+def test_latent_grid_coverage_of_constructed_codes():
+    centres = np.array([(x, y) for x in (-1.0, 0.0, 1.0) for y in (-1.0, 0.0, 1.0)])
+    # 3 x 3 cells over [-1.5, 1.5]^2 with edges at -1.5, -0.5, 0.5, 1.5: one code per cell.
+    assert ca4.latent_grid_coverage(centres, points_per_side=3, extent=1.5) == 1.0
+    one_cell = np.random.default_rng(0).uniform(0.6, 1.4, size=(50, 2))
+    assert ca4.latent_grid_coverage(one_cell, 3, 1.5) == pytest.approx(1 / 9)
+    outside = np.array([[2.0, 2.0], [-5.0, 0.0], [0.0, 1.6]])
+    assert ca4.latent_grid_coverage(outside, 3, 1.5) == 0.0
+    diagonal = np.array([[-1.0, -1.0], [0.0, 0.0], [0.1, 0.2], [1.0, 1.0], [9.0, 9.0]])
+    assert ca4.latent_grid_coverage(diagonal, 3, 1.5) == pytest.approx(3 / 9)
+
+
+def grid_of_constant_tiles(values: list[list[float]]) -> np.ndarray:
+    return np.kron(np.array(values, dtype=np.float64), np.ones((28, 28)))
+
+
+def test_grid_neighbour_change_of_constant_tiles():
+    # Left-right neighbours differ by 0.1 (6 pairs), top-bottom ones by 0.3 (6 pairs).
+    grid = grid_of_constant_tiles([[0.0, 0.1, 0.2], [0.3, 0.4, 0.5], [0.6, 0.7, 0.8]])
+    change = ca4.grid_neighbour_change(grid)
+    assert change["mean"] == pytest.approx(0.2)
+    assert change["max"] == pytest.approx(0.3)
+    # A step along z[0] is a step to the right (0.1), along z[1] a step down (0.3).
+    assert change["along"] == pytest.approx([0.1, 0.3])
+    # One bright tile among four: two of the four neighbour pairs change by 1.
+    change = ca4.grid_neighbour_change(grid_of_constant_tiles([[0.0, 1.0], [0.0, 0.0]]))
+    assert (change["mean"], change["max"]) == pytest.approx((0.5, 1.0))
+    assert change["along"] == pytest.approx([0.5, 0.5])
+    # Rows that repeat (z[1] collapsed): nothing changes from one row to the next.
+    change = ca4.grid_neighbour_change(grid_of_constant_tiles([[0.0, 0.5, 1.0]] * 3))
+    assert change["along"] == pytest.approx([0.5, 0.0])
+    assert ca4.grid_neighbour_change(grid_of_constant_tiles([[0.4] * 4] * 4)) == {
+        "mean": 0.0, "max": 0.0, "along": [0.0, 0.0]}
+
+
+def test_joined_formats_values_for_a_sentence():
+    assert ca4.joined([0.1, 1.0, 5.0], "g") == "0.1 / 1 / 5"
+    assert ca4.joined([0.12345, 2], ".2f", ", ") == "0.12, 2.00"
+    assert ca4.joined([]) == ""
+
+
+@pytest.mark.parametrize("channel_axis", [False, True])
+def test_tile_images_places_image_k_at_row_k_div_columns(channel_axis):
+    images = np.random.default_rng(0).uniform(size=(6, 28, 28))
+    sheet = ca4.tile_images(images[..., np.newaxis] if channel_axis else images, 3)
+    assert sheet.shape == (2 * 28, 3 * 28)
+    for k in range(6):
+        row, column = k // 3, k % 3
+        tile = sheet[28 * row:28 * (row + 1), 28 * column:28 * (column + 1)]
+        np.testing.assert_array_equal(tile, images[k])
+
+
+def test_latent_grid_points_cover_the_bounds_from_the_top_left():
+    points = ca4.latent_grid_points(4, bounds=((-1.0, 3.0), (0.5, 2.0)))
+    assert points.shape == (16, 2)
+    np.testing.assert_array_equal(points[0], [-1.0, 2.0])  # top left: low z[0], high z[1]
+    np.testing.assert_array_equal(points[3], [3.0, 2.0])  # end of the first row
+    np.testing.assert_array_equal(points[-1], [3.0, 0.5])  # bottom right
+    rows = points.reshape(4, 4, 2)
+    for row in range(4):
+        np.testing.assert_allclose(rows[row, :, 0], [-1.0, 1 / 3, 5 / 3, 3.0], rtol=1e-6)
+        np.testing.assert_array_equal(rows[row, :, 1], 2.0 - 0.5 * row)
+    assert (points[:, 0].min(), points[:, 0].max()) == (-1.0, 3.0)
+    assert (points[:, 1].min(), points[:, 1].max()) == (0.5, 2.0)
+
+
+def test_latent_grid_points_default_to_the_square_of_the_extent():
+    points = ca4.latent_grid_points(5, extent=2.0)
+    np.testing.assert_array_equal(points[:5, 0], [-2, -1, 0, 1, 2])
+    np.testing.assert_array_equal(points[::5, 1], [2, 1, 0, -1, -2])
+
+
+def test_latent_grid_points_at_gaussian_quantiles():
+    points = ca4.latent_grid_points(3, spacing="gaussian")
+    # The 5 %, 50 % and 95 % quantiles of N(0, 1): -1.6449, 0, 1.6449.
+    np.testing.assert_allclose(points[:3, 0], [-1.644854, 0.0, 1.644854], atol=1e-5)
+    np.testing.assert_allclose(points[::3, 1], [1.644854, 0.0, -1.644854], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dead ReLU units
+# ---------------------------------------------------------------------------------------------
+
+
+def relu_unit_count(encoder: keras.Model) -> int:
+    """Channels of the encoder's ReLU layers, read from the layer configurations."""
+    count = 0
+    for layer in encoder.layers:
+        config = layer.get_config()
+        if config.get("activation") == "relu":
+            count += config.get("filters") or config["units"]
+    return count
+
+
+def test_dead_unit_share_counts_channels_that_stay_zero():
+    ca4.set_seed(0)
+    encoder = ca4.build_autoencoder_encoder(2)
+    first, second = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Conv2D)]
+    (dense,) = [layer for layer in encoder.layers
+                if isinstance(layer, keras.layers.Dense) and layer.get_config()["activation"] == "relu"]
+    # First conv: zero kernel; bias -1 in channels 0-7 (dead), +0.5 in the others (always on).
+    kernel, bias = (np.array(w) for w in first.get_weights())
+    bias[:] = 0.5
+    bias[:8] = -1.0
+    first.set_weights([np.zeros_like(kernel), bias])
+    # The layers after it: zero kernel, bias +1, so that every one of their units is on.
+    for layer in (second, dense):
+        kernel, bias = layer.get_weights()
+        layer.set_weights([np.zeros_like(kernel), np.ones_like(bias)])
+    images = np.random.default_rng(0).uniform(size=(8, 28, 28, 1)).astype(np.float32)
+    first_output = np.asarray(keras.Model(encoder.input, first.output)(images))
+    assert np.all(first_output[..., :8] == 0) and np.all(first_output[..., 8:] > 0)
+    assert ca4.dead_unit_share(encoder, images) == pytest.approx(8 / relu_unit_count(encoder))
+
+
+def test_dead_unit_share_when_the_first_layer_is_dead():
+    ca4.set_seed(0)
+    encoder = ca4.build_autoencoder_encoder(2)
+    layers = [layer for layer in encoder.layers if layer.get_config().get("activation") == "relu"]
+    kernel, bias = layers[0].get_weights()
+    layers[0].set_weights([np.zeros_like(kernel), np.full_like(bias, -1.0)])
+    for layer in layers[1:]:  # zero input and zero bias after a dead layer: nothing turns on
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel, np.zeros_like(bias)])
+    images = np.random.default_rng(1).uniform(size=(8, 28, 28, 1)).astype(np.float32)
+    assert ca4.dead_unit_share(encoder, images) == 1.0
+
+
+def test_dead_unit_share_of_an_untrained_encoder(mnist_small):
+    ca4.set_seed(0)
+    share = ca4.dead_unit_share(ca4.build_autoencoder_encoder(10),
+                                mnist_small["validation_images"][:64])
+    assert 0.0 <= share < 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.json
+# ---------------------------------------------------------------------------------------------
+
+
+def refuse_constant(name: str):
+    raise AssertionError(f"not strict JSON: {name}")
+
+
+def test_write_json_atomic_names_the_key_path_of_a_nan(tmp_path):
+    path = tmp_path / "metrics.json"
+    data = {"autoencoder": {"val_bce": 0.1},
+            "vae_sweep": [{"kl_weight": 1.0, "val_loss": float("nan")}]}
+    with pytest.raises(ValueError, match=r"metrics\['vae_sweep'\]\[0\]\['val_loss'\]"):
+        ca4.write_json_atomic(path, data)
+    assert not path.exists()
+    nested = {"runs": {"a": [1.0, np.float64("-inf")], "b": (2.0, float("inf"))}}
+    with pytest.raises(ValueError) as error:
+        ca4.write_json_atomic(path, nested)
+    assert "metrics['runs']['a'][1]" in str(error.value)
+    assert "metrics['runs']['b'][1]" in str(error.value)
+    assert os.listdir(tmp_path) == []  # no file, and no temporary file left behind
+
+
+def test_write_json_atomic_writes_strict_json(tmp_path):
+    path = tmp_path / "out" / "metrics.json"
+    first = {"old": 1}
+    data = {"vae_sweep": [{"kl_weight": 0.1, "val_kl_per_dimension": [1.5, 0.002]}],
+            "generation": {"samples": 1000, "name": "VAE KL weight 1", "note": None, "ok": True}}
+    ca4.write_json_atomic(path, first)
+    assert ca4.write_json_atomic(path, data) == path
+    text = path.read_text()
+    assert json.loads(text, parse_constant=refuse_constant) == data
+    assert sorted(os.listdir(path.parent)) == ["metrics.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Headless execution: section titles, progress lines
+# ---------------------------------------------------------------------------------------------
+
+
+def test_section_titles_map_code_cells_to_their_headings():
+    v4 = nbformat.v4
+    cells = [
+        v4.new_code_cell("PROFILE = 'full'"),
+        v4.new_markdown_cell("# CA4 report\n\nIntroduction text with a # that is no heading."),
+        v4.new_code_cell("import ca4_helpers"),
+        v4.new_markdown_cell("## Task 1\n\nText.\n\n### Training\n"),
+        v4.new_code_cell("train()"),
+        v4.new_markdown_cell("#### Detail below level three\n"),
+        v4.new_code_cell("# ## a comment, not a heading\nplot()"),
+        v4.new_markdown_cell("## Task 2"),
+        v4.new_code_cell("vae()"),
+        v4.new_markdown_cell("### Sampling"),
+        v4.new_code_cell("sample()"),
+    ]
+    notebook = v4.new_notebook(cells=cells)
+    code = [cell.id for cell in cells if cell.cell_type == "code"]
+    assert ca4.section_titles(notebook) == {
+        code[0]: "",
+        code[1]: "CA4 report",
+        code[2]: "CA4 report > Task 1 > Training",
+        code[3]: "CA4 report > Task 1 > Training",
+        code[4]: "CA4 report > Task 2",
+        code[5]: "CA4 report > Task 2 > Sampling",
+    }
+
+
+def test_epoch_line_matches_progress_lines_and_not_the_record():
+    lines: list[str] = []
+    log = ca4.TrainingLog("vae_kl0p1", 3, lines.append)
+    for epoch in range(3):
+        log.on_epoch_begin(epoch)
+        log.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0})
+    run_lines: list[str] = []
+    with_run = ca4.TrainingLog("autoencoder_latent10", 20, run_lines.append, ca4.RunProgress(40))
+    with_run.on_epoch_begin(0)
+    with_run.on_epoch_end(0, {"loss": 0.25})
+    assert len(lines) == 3 and len(run_lines) == 1
+    assert "epoch 1/3" in lines[0] and "epoch 3/3" in lines[2]
+    assert "loss 1" in lines[0] and "val_loss 2" in lines[0]
+    assert "epoch 1/20" in run_lines[0] and "run: about" in run_lines[0]
+    for line in lines + run_lines:
+        assert ca4.EPOCH_LINE.match(line), line
+    records: list[str] = []
+    history = {"loss": [0.3, 0.2], "val_loss": [0.31, 0.25]}
+    record_log = ca4.TrainingLog("vae_kl1", 2, records.append)
+    record_log.record("trained", history, 75.0)
+    record_log.cached(history, 75.0)
+    record_log.resumed(1)
+    ca4.TrainingLog("autoencoder_latent10", 1, records.append).record(
+        "trained", {"loss": [0.3], "val_loss": [0.31]}, 5.0)
+    assert all("1 min 15 s" in line for line in records[:2]) and "5 s" in records[3]
+    assert "from the cache" in records[1] and "resuming after epoch 1 of 2" in records[2]
+    for line in records:
+        assert not ca4.EPOCH_LINE.match(line), line
+
+
+def test_run_progress_seconds_left():
+    run = ca4.RunProgress(10)
+    assert run.seconds_left() == 0.0  # nothing trained yet: no estimate
+    run.add_trained_epoch(2.0)
+    run.add_trained_epoch(4.0)  # 3 s per trained epoch
+    assert run.seconds_left() == pytest.approx(8 * 3.0)
+    run.add_skipped_epochs(3)  # from the cache: counted as finished, not in the mean
+    assert run.seconds_left() == pytest.approx(5 * 3.0)
+    run.add_skipped_epochs(20)
+    assert run.seconds_left() == 0.0
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0 s"), (-3.0, "0 s"), (44.6, "45 s"), (59.4, "59 s"), (59.6, "1 min 00 s"),
+    (185, "3 min 05 s"), (3599.4, "59 min 59 s"), (3600, "1 h 00 min"), (3720, "1 h 02 min"),
+    (36000 + 59 * 60, "10 h 59 min"),
+])
+def test_format_duration(seconds, text):
+    assert ca4.format_duration(seconds) == text
