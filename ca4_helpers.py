@@ -1419,13 +1419,13 @@ def interpolation_report(frames: np.ndarray, digits: np.ndarray, confidences: np
 # width, a figure prints at 100 %, so its text prints at the font sizes below (7 pt and up)
 # and at REPORT_STYLE's 144 pixels per inch.
 PRINT_WIDTH = 5.85
+# One colour map for every image of digits: dark ink on white paper.
+INK = "gray_r"
 REPORT_STYLE = {
     "figure.dpi": 144, "savefig.dpi": 144, "font.size": 8, "axes.titlesize": 8.5,
     "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7,
-    "legend.title_fontsize": 7.5, "figure.titlesize": 9.5, "image.cmap": "gray_r",
+    "legend.title_fontsize": 7.5, "figure.titlesize": 9.5, "image.cmap": INK,
 }
-# One colour map for every image of digits: dark ink on white paper.
-INK = "gray_r"
 # One colour per digit in every scatter plot.
 DIGIT_COLOURS = np.array(matplotlib.colormaps["tab10"].colors)
 
@@ -1571,11 +1571,9 @@ def plot_latent_means(means_by_run: Mapping[str, np.ndarray], labels: np.ndarray
         scatter_latent_codes(means, labels, axis, "z[0]", "z[1]", run)
         mark_region(axis, ((-extent, extent),) * 2, f"[-{extent:g}, {extent:g}]²")
         axis.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal")
+        axis.tick_params(labelbottom=True)  # sharex hides them above a hidden panel too
     for axis in axes.flat[len(means_by_run):]:
         axis.set_visible(False)
-    for axis in axes.flat[:len(means_by_run)]:
-        axis.tick_params(labelbottom=True)  # sharex hides them above a hidden panel too
-        axis.set_xlabel("z[0]")
     add_digit_legend(figure)
     figure.suptitle(title)
     return figure
@@ -1724,8 +1722,7 @@ def show_source(*objects: Any) -> Any:
 
     if not objects or not all(inspect.isfunction(o) or inspect.isclass(o) for o in objects):
         raise TypeError(f"objects: expected functions or classes, got {objects!r}")
-    return Code("\n\n".join(inspect.getsource(item).rstrip() for item in objects),
-                language="python")
+    return Code("\n\n".join(source_of(item).rstrip() for item in objects), language="python")
 
 
 def joined(values: Sequence[Any], spec: str = "", separator: str = " / ") -> str:
