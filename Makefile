@@ -57,18 +57,18 @@ pdf-tools:
 	fi
 
 run: venv pdf-tools
-	$(VPY) -m ca4_helpers preflight
+	$(VPY) -m tools.build preflight
 	@start=$$(date +%s); \
-	$(VPY) -m ca4_helpers execute --profile $(CA4_PROFILE); \
-	$(VPY) -m ca4_helpers pdf; \
+	$(VPY) -m tools.build execute --profile $(CA4_PROFILE); \
+	$(VPY) -m tools.build pdf; \
 	out=$${CA4_BUILD_DIR:-$(BUILD)}; echo "make run ($(CA4_PROFILE)) took $$(( $$(date +%s) - start )) s: $$out/ca4.ipynb, $$out/ca4.pdf, $$out/metrics.json"
 
 execute: venv
-	$(VPY) -m ca4_helpers preflight --no-pdf
-	$(VPY) -m ca4_helpers execute --profile $(CA4_PROFILE)
+	$(VPY) -m tools.build preflight --no-pdf
+	$(VPY) -m tools.build execute --profile $(CA4_PROFILE)
 
 pdf: venv pdf-tools
-	$(VPY) -m ca4_helpers pdf
+	$(VPY) -m tools.build pdf
 
 lab: venv
 	$(VENV)/bin/jupyter lab ca4.ipynb

@@ -2,27 +2,32 @@
 
 The notebook `ca4.ipynb` tells the story; this module does the work, grouped by concern:
 configuration, data, models, training (with its trained-model cache), evaluation, plotting,
-reporting, and headless notebook execution (`python -m ca4_helpers --help`).
+reporting and the discussion. Running the notebook headlessly and exporting its PDF is the
+build's job: `tools/build.py`.
 """
 
 from __future__ import annotations
+import __future__
 
-import argparse
 import contextlib
 import dataclasses
+import dis
 import functools
 import hashlib
 import inspect
 import json
 import math
+import operator
 import os
 import platform
 import re
-import shutil
+import site
 import statistics
 import sys
+import sysconfig
 import tempfile
 import time
+import types
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -167,6 +172,30 @@ def check_non_negative_float(value: Any, name: str) -> float:
     if not math.isfinite(float(value)) or value < 0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """Return `value` as a float if it is a number in [0, 1], else raise ValueError naming `name`."""
+    number = check_non_negative_float(value, name)
+    if number > 1:
+        raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return number
+
+
+def check_retrain(retrain: Any) -> bool:
+    """Return whether to retrain: `retrain` if a bool, else $CA4_RETRAIN (1/0, true/false, ...)."""
+    if retrain is not None:
+        if not isinstance(retrain, bool):
+            raise ValueError(f"retrain: expected True, False or None (then $CA4_RETRAIN decides), "
+                             f"got {retrain!r}")
+        return retrain
+    setting = os.environ.get("CA4_RETRAIN", "")
+    if setting.strip().lower() in ("", "0", "false", "no", "off"):
+        return False
+    if setting.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"CA4_RETRAIN: expected 1, true, yes or on (retrain) or 0, false, no, off "
+                     f"or nothing (use the cache), in any case; got {setting!r}")
 
 
 def check_learning_rate(learning_rate: Any) -> float:
@@ -648,89 +677,257 @@ class TrainingResult:
         return self.history[metric][-1]
 
 
-# Reached from training code but unable to change a trained model: left out of the key, so that
-# rewording a progress line does not retrain anything. The key's own machinery is left out too:
-# what it hashes is in the key, how it finds that is not.
-NOT_IN_TRAINING_KEY = frozenset({
+# --- The cache key: the compiled code that runs, not the text on disk -----------------------
+#
+# A trained model is identified by the code that built and trained it, read from the code
+# objects the process runs (a file edited after import, a function replaced from the notebook
+# or by %autoreload all count as what they run), and by its settings, data and initial state.
+# What cannot change a trained model is left out, so that rewording it retrains nothing:
+# docstrings, comments and line numbers (not in the compared bytecode), the text of raised
+# exceptions, the progress and record wording, and the key's own machinery.
+_NOT_IN_TRAINING_KEY = frozenset({
     "TrainingLog", "RunProgress", "format_duration", "TrainingResult", "TrainingDivergedError",
-    "NOT_IN_TRAINING_KEY", "training_key", "training_code", "referenced_names", "source_of",
+    "_training_key",  # and with it everything only the key's machinery reaches
 })
+# Where Python and pip install modules: their code is identified by the library versions.
+_LIBRARY_PATHS = tuple(sorted({
+    str(Path(path).resolve()) for path in (
+        *(sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")),
+        *site.getsitepackages(), site.getusersitepackages())}))
+_JUMP_OPCODES = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+# `from __future__ import annotations` and the like mark every code object of a file, whatever
+# it computes.
+_FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, feature).compiler_flag
+                                                for feature in __future__.all_feature_names))
+# Instructions whose argument is a name the code looks up: globals, attributes, imports.
+_NAME_OPCODES = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_METHOD",
+                           "IMPORT_NAME", "IMPORT_FROM"})
+# Entries every class dictionary has that say nothing about what the class computes.
+_CLASS_BOOKKEEPING = frozenset({"__doc__", "__module__", "__qualname__", "__dict__",
+                                "__weakref__", "__annotations__", "__firstlineno__",
+                                "__static_attributes__", "__dataclass_fields__",
+                                "__dataclass_params__", "__match_args__"})
 
 
-def referenced_names(item: Any) -> set[str]:
-    """Return the global and attribute names that a function's or a class's code uses."""
-    if isinstance(item, functools.partial):
-        item = item.func
-    if not inspect.isclass(item) and not hasattr(item, "__code__"):
-        item = type(item)  # a callable object: its class's methods are its code
-    if inspect.isclass(item):
-        members = [getattr(member, "__func__", getattr(member, "fget", member))
-                   for member in vars(item).values()]
-        codes = [member.__code__ for member in members if inspect.isfunction(member)]
-        names = {base.__name__ for base in item.__mro__[1:]}
-    else:
-        codes, names = [item.__code__], set()
-    while codes:
-        code = codes.pop()
-        names.update(code.co_names)
-        codes.extend(const for const in code.co_consts if inspect.iscode(const))
-    return names
+def _is_library_module(module_name: str | None) -> bool:
+    """True for a module installed with Python or by pip; False for the project's and __main__."""
+    if module_name in (None, "__main__"):
+        return False
+    module = sys.modules.get(module_name)
+    if module is None or module_name in sys.builtin_module_names:
+        return module is not None
+    path = getattr(module, "__file__", None)
+    if path is None:
+        return True  # a namespace or frozen module
+    resolved = str(Path(path).resolve())
+    return any(resolved.startswith(root + os.sep) for root in _LIBRARY_PATHS)
 
 
-@functools.cache
-def source_of(item: Any) -> str:
-    """Return the source of a function or class, read once per process (inspect is slow)."""
-    return inspect.getsource(item)
+def _code_tokens(code: types.CodeType, follow: Callable[[Any], Any]
+                 ) -> tuple[list[Any], set[str]]:
+    """Return a process-independent description of a code object and the names it looks up.
 
-
-def training_code(*roots: Any) -> dict[str, str]:
-    """Return the source of every function, class and constant of this module `roots` use.
-
-    Names are followed through the code transitively, so the result is the part of the
-    module that building and training a model runs: losses, layers, builders, the data
-    pipeline and the loop. Plotting and reporting helpers are never reached. A module
-    global replaced from the notebook (`ca4.kl_divergence = ...`) is followed too.
+    The instructions are compared by name and argument, constants by value (nested code
+    objects recursively), jumps by the instruction they reach. Left out: docstrings and other
+    constants no instruction loads, line numbers, the file name, and every straight block of
+    instructions that ends in `raise X(...)`: building an error message cannot change a
+    result, so rewording one (or an argument check's) keeps the key.
     """
-    module_globals = globals()
-    found: dict[str, str] = {}
-    pending = list(roots)
-    while pending:
-        for name in referenced_names(pending.pop()):
-            value = module_globals.get(name)
-            if (name in found or name in NOT_IN_TRAINING_KEY or name.startswith("__")
-                    or value is None):
-                continue
-            if inspect.isfunction(value) or inspect.isclass(value):
-                if value.__module__ in (__name__, "__main__"):
-                    found[name] = source_of(value)
-                    pending.append(value)
-            elif isinstance(value, (int, float, str, tuple, frozenset)):
-                found[name] = repr(value)
-    return dict(sorted(found.items()))
+    instructions = list(dis.get_instructions(code))
+    blocks: list[list[dis.Instruction]] = [[]]
+    for instruction in instructions:
+        if instruction.is_jump_target and blocks[-1]:
+            blocks.append([])
+        blocks[-1].append(instruction)
+        if instruction.opcode in _JUMP_OPCODES or instruction.opname in (
+                "RETURN_VALUE", "RAISE_VARARGS", "RERAISE"):
+            blocks.append([])
+    kept = [instruction for block in blocks if block
+            if not (block[-1].opname == "RAISE_VARARGS" and block[-1].arg)
+            for instruction in block]
+    position = {instruction.offset: index for index, instruction in enumerate(kept)}
+    names: set[str] = set()
+    tokens: list[Any] = [code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount,
+                         code.co_flags & ~_FUTURE_FLAGS, list(code.co_varnames[:code.co_argcount
+                                                              + code.co_kwonlyargcount])]
+    for instruction in kept:
+        if instruction.opname == "LOAD_CONST":
+            value = instruction.argval
+            if isinstance(value, types.CodeType):
+                nested, nested_names = _code_tokens(value, follow)
+                names |= nested_names
+                tokens.append(["code", nested])
+            else:
+                tokens.append(["const", _canonical(value, follow)])
+        elif instruction.opcode in _JUMP_OPCODES:
+            tokens.append([instruction.opname, position.get(instruction.argval, "raise")])
+        else:
+            if instruction.opname in _NAME_OPCODES:
+                names.add(instruction.argval)
+            tokens.append([instruction.opname, instruction.argrepr])
+    for entry in dis.Bytecode(code).exception_entries:
+        tokens.append(["except", *(min((i for o, i in position.items() if o >= offset),
+                                       default=len(kept))
+                                   for offset in (entry.start, entry.end, entry.target)),
+                       entry.depth, entry.lasti])
+    return tokens, names
 
 
-def model_signature(model: keras.Model) -> list[Any]:
-    """Describe a model's layers and optimiser without the layer names Keras numbers."""
+def _canonical(value: Any, follow: Callable[[Any], Any], depth: int = 0) -> Any:
+    """Describe a value for the key in JSON terms, with nothing that differs between processes.
 
-    def strip_names(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip_names(v) for k, v in sorted(value.items()) if k != "name"}
-        if isinstance(value, (list, tuple)):
-            return [strip_names(v) for v in value]
+    Numbers and strings stand for themselves, arrays for a hash of their bytes, containers for
+    their items; functions and classes are handed to `follow`, which returns how the key names
+    them. Any other object is described by its type only (never its repr, which may hold a
+    memory address).
+    """
+    if depth > 20:
+        raise ValueError("value: nested too deeply to describe for the cache key")
+    if value is None or isinstance(value, (bool, int, str)):
         return value
+    if isinstance(value, float):
+        return ["float", repr(value)]  # keeps -0.0, nan and inf apart and JSON-safe
+    if isinstance(value, bytes):
+        return ["bytes", hashlib.sha256(value).hexdigest()]
+    if isinstance(value, np.ndarray):
+        return ["array", str(value.dtype), list(value.shape), array_fingerprint(value)]
+    if isinstance(value, np.generic):
+        return ["numpy", str(value.dtype), repr(value.item())]
+    if isinstance(value, (list, tuple)):
+        return [type(value).__name__, [_canonical(item, follow, depth + 1) for item in value]]
+    if isinstance(value, (set, frozenset)):
+        items = [_canonical(item, follow, depth + 1) for item in value]
+        return ["set", sorted(items, key=lambda item: json.dumps(item, sort_keys=True))]
+    if isinstance(value, Mapping):
+        items = [[_canonical(k, follow, depth + 1), _canonical(v, follow, depth + 1)]
+                 for k, v in value.items()]
+        return ["dict", sorted(items, key=lambda item: json.dumps(item, sort_keys=True))]
+    if isinstance(value, types.CodeType):
+        return ["code", _code_tokens(value, follow)[0]]
+    if (inspect.isfunction(value) or inspect.isclass(value) or inspect.ismethod(value)
+            or inspect.ismodule(value) or isinstance(value, functools.partial)
+            or inspect.isbuiltin(value)):
+        return follow(value)
+    if dataclasses.is_dataclass(value):
+        return [type(value).__qualname__,
+                _canonical({field.name: getattr(value, field.name)
+                            for field in dataclasses.fields(value)}, follow, depth + 1)]
+    return ["object", f"{type(value).__module__}.{type(value).__qualname__}"]
 
-    description: list[Any] = [type(model).__name__, getattr(model, "kl_weight", None)]
+
+def _training_code(*roots: Any) -> list[list[Any]]:
+    """Describe the compiled code of every function and class that `roots` reach.
+
+    Followed transitively: the names each function's code looks up, in the function's own
+    globals (this module's, the notebook's or another module's), its closure and its
+    defaults; a class's methods, properties and bases; the attributes a function reads from
+    a project module (`ca4.build_vae` in the notebook). Library code (Keras, NumPy, the
+    standard library) is named, not described: the library versions stand for it. Returns
+    one [qualified name, description] entry per object, sorted, so that a fresh process that
+    runs the same code gets the same list.
+    """
+    entries: dict[Any, list[Any]] = {}
+    pending: list[Any] = []
+
+    def follow(item: Any) -> Any:
+        if isinstance(item, functools.partial):
+            return ["partial", follow(item.func), _canonical(item.args, follow),
+                    _canonical(item.keywords, follow)]
+        if inspect.ismethod(item):
+            return ["method", follow(item.__func__)]
+        if inspect.ismodule(item):
+            return ["module", item.__name__ if _is_library_module(item.__name__) else "project"]
+        module = getattr(item, "__module__", None)
+        name = getattr(item, "__qualname__", getattr(item, "__name__", type(item).__name__))
+        if inspect.isbuiltin(item) or _is_library_module(module):
+            entries.setdefault(f"{module}.{name}", [f"{module}.{name}", "library"])
+            return ["library", f"{module}.{name}"]
+        if not (inspect.isfunction(item) or inspect.isclass(item)):
+            # A callable object: its class's code, and its state as values.
+            return ["instance", follow(type(item)), _canonical(vars(item), follow)]
+        if id(item) not in entries:
+            entries[id(item)] = [name, None]
+            pending.append(item)
+        return ["code", name]
+
+    for root in roots:
+        follow(root)
+    while pending:
+        item = pending.pop()
+        entries[id(item)][1] = _code_entry(item, follow)
+    return sorted(entries.values(), key=lambda entry: json.dumps(entry, sort_keys=True))
+
+
+def _name_only(item: Any) -> list[str]:
+    """Name a callable found in a layer or optimiser config (its code is in the key already)."""
+    return ["callable", getattr(item, "__qualname__", type(item).__qualname__)]
+
+
+def _code_entry(item: Any, follow: Callable[[Any], Any]) -> Any:
+    """Describe one project function or class for _training_code."""
+    if inspect.isclass(item):
+        members = []
+        for name, member in sorted(vars(item).items()):
+            if name in _CLASS_BOOKKEEPING:
+                continue
+            if isinstance(member, property):
+                member = [follow(part) if part is not None else None
+                          for part in (member.fget, member.fset, member.fdel)]
+            elif isinstance(member, (staticmethod, classmethod)):
+                member = [type(member).__name__, follow(member.__func__)]
+            else:
+                member = _canonical(member, follow)
+            members.append([name, member])
+        return ["class", [follow(base) for base in item.__bases__], members]
+    tokens, names = _code_tokens(item.__code__, follow)
+    namespaces = dict(item.__globals__)
+    closure = dict(zip(item.__code__.co_freevars,
+                       (cell.cell_contents for cell in item.__closure__ or ())))
+    looked_up = {}
+    for name in sorted(names - _NOT_IN_TRAINING_KEY):
+        if name in namespaces:
+            looked_up[name] = _canonical(namespaces[name], follow)
+    # Attributes read from a project module (`ca4.build_vae`, `module.kl_divergence`).
+    for owner in [*looked_up, *closure]:
+        module = namespaces.get(owner) if owner in looked_up else closure[owner]
+        if inspect.ismodule(module) and not _is_library_module(module.__name__):
+            for name in sorted(names - _NOT_IN_TRAINING_KEY):
+                if hasattr(module, name):
+                    looked_up[f"<module>.{name}"] = _canonical(getattr(module, name), follow)
+    return ["function", tokens, looked_up,
+            {name: _canonical(value, follow) for name, value in closure.items()},
+            _canonical(item.__defaults__, follow), _canonical(item.__kwdefaults__, follow)]
+
+
+def _model_signature(model: keras.Model) -> list[Any]:
+    """Describe a model's layers, optimiser and loss; only the names Keras numbers go.
+
+    An automatic name (`conv2d_7`, `adam_1`) depends on how many layers or optimisers the
+    process built before, so it is replaced; names given in the code, and every other config
+    entry (the dtype policy among them), stay.
+    """
+    description: list[Any] = [type(model).__qualname__, getattr(model, "kl_weight", None)]
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.Model):
             continue
-        description.append([type(layer).__name__, strip_names(layer.get_config()),
+        description.append([type(layer).__qualname__,
+                            _canonical(_without_automatic_name(layer), _name_only),
                             [list(v.shape) for v in layer.weights]])
-    description.append(strip_names(keras.optimizers.serialize(model.optimizer)))
-    description.append(getattr(model, "loss", None))
+    description.append(_canonical(_without_automatic_name(model.optimizer), _name_only))
+    description.append(_canonical(getattr(model, "loss", None), _name_only))
     return description
 
 
-def variables_digest(model: keras.Model) -> str:
+def _without_automatic_name(item: Any) -> dict[str, Any]:
+    """Return a layer's or optimiser's config with a name Keras generated replaced."""
+    config = dict(item.get_config())
+    automatic = re.escape(keras.src.utils.naming.to_snake_case(type(item).__name__))
+    if re.fullmatch(rf"{automatic}(_\d+)?", str(config.get("name", ""))):
+        config["name"] = "<automatic>"
+    return config
+
+
+def _variables_digest(model: keras.Model) -> str:
     """Return a hash of a model's variables: initial weights and random-generator states."""
     digest = hashlib.blake2b(digest_size=16)
     for variable in model.variables:
@@ -738,18 +935,18 @@ def variables_digest(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def training_key(model: keras.Model, build_model: Callable[[], keras.Model],
-                 settings: Mapping[str, Any]) -> str:
+def _training_key(model: keras.Model, build_model: Callable[[], keras.Model],
+                  settings: Mapping[str, Any]) -> str:
     """Return a hash of everything that changes a trained model (README: the cache)."""
-    payload = {
-        "format": CACHE_FORMAT_VERSION,
-        "code": training_code(train_model, build_model, type(model)),
-        "architecture": model_signature(model),
-        "initial_variables": variables_digest(model),
-        "settings": dict(settings),
-        "versions": library_versions(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    loss = getattr(model, "loss", None)
+    roots = [train_model, build_model, *(callable(loss) * [loss]),
+             *{type(layer) for layer in model._flatten_layers(include_self=True)}]
+    described = {"format": CACHE_FORMAT_VERSION, "code": _training_code(*roots),
+                 "architecture": _model_signature(model),
+                 "initial_variables": _variables_digest(model),
+                 "settings": _canonical(dict(settings), _name_only),
+                 "versions": library_versions()}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
 def training_state(model: keras.Model) -> list[keras.Variable]:
@@ -771,6 +968,10 @@ def atomic_file(path: Path, mode: str) -> Any:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp makes the file private (0600): give it the permissions any new file gets.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -802,13 +1003,18 @@ def load_training_state(path: Path, model: keras.Model, key: str
             stored = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
         raise ValueError(f"{path.name}: unreadable ({type(error).__name__}: {error})") from error
-    if bytes(stored.pop("key", b"")).decode(errors="replace") != key:
+    expected = {"key", "history_json", "training_seconds",
+                *(f"variable_{i:04d}" for i in range(len(variables)))}
+    if set(stored) != expected:
+        missing, extra = sorted(expected - set(stored)), sorted(set(stored) - expected)
+        raise ValueError(f"{path.name}: lacks {missing[:3]} / holds unknown {extra[:3]} "
+                         f"(the model has {len(variables)} variables)")
+    if bytes(stored["key"]).decode(errors="replace") != key:
         raise ValueError(f"{path.name}: written for another training key")
-    history = json.loads(bytes(stored.pop("history_json")).decode())
-    seconds = float(stored.pop("training_seconds", 0.0))
-    if len(stored) != len(variables):
-        raise ValueError(f"{path.name}: holds {len(stored)} variables, "
-                         f"the model has {len(variables)}")
+    history = json.loads(bytes(stored["history_json"]).decode())
+    if not (isinstance(history, dict) and all(isinstance(v, list) for v in history.values())):
+        raise ValueError(f"{path.name}: its history is not a record of per-epoch values")
+    seconds = float(stored["training_seconds"])
     values = [stored[f"variable_{i:04d}"] for i in range(len(variables))]
     for variable, value in zip(variables, values):
         if tuple(variable.shape) != value.shape:
@@ -933,9 +1139,19 @@ class TrainingLog(keras.callbacks.Callback):
         self.say(line)
 
     def record(self, source: str, history: Mapping[str, list[float]], seconds: float) -> None:
-        """Print the model's record: epochs, training time, final validation loss."""
+        """Print the model's record: epochs, training time, final validation loss.
+
+        A VAE's record gives its negative ELBO, which compares across KL weights; its
+        weighted loss does not.
+        """
         epochs = len(history.get("loss", []))
-        loss = f", val_loss {history['val_loss'][-1]:.3g}" if history.get("val_loss") else ""
+        if history.get("val_reconstruction_loss") and history.get("val_kl_loss"):
+            elbo = history["val_reconstruction_loss"][-1] + history["val_kl_loss"][-1]
+            loss = f", validation negative ELBO {elbo:.1f}"
+        elif history.get("val_loss"):
+            loss = f", val_loss {history['val_loss'][-1]:.3g}"
+        else:
+            loss = ""
         self.say(f"{self.name} {source}: {epochs} epoch{'s' * (epochs != 1)} in "
                  f"{format_duration(seconds)}{loss}")
 
@@ -997,12 +1213,37 @@ def train_model(build_model: Callable[[], keras.Model], train_images: np.ndarray
                 run: RunProgress | None = None) -> TrainingResult:
     """Seed, build and train a model, or load it from the cache; validate every epoch.
 
-    Targets default to the inputs (an autoencoder) and may be digit labels. The learning
-    rate decays step by step on a cosine from the model's own value to
-    `final_learning_rate_fraction` of it. Results are cached under `cache_dir` (default
-    build/cache/) by `training_key`; each finished epoch is checkpointed, so an interrupted
-    run resumes. `retrain=True` (or $CA4_RETRAIN=1) ignores the cache. `log` gets one line
-    per epoch and a one-line record; `run` counts the epochs for the run's time estimate.
+    The one training entry point of the project.
+
+    Parameters
+    ----------
+    build_model : callable
+        Returns a compiled model; called once, after seeding.
+    train_images, validation_images : ndarray
+        Normalised images, (N, 28, 28, 1) in [0, 1].
+    name : str
+        Letters, digits, `_` and `-`: names the cache file and the printed lines.
+    epochs, batch_size, seed : int
+        The training run. The images are shuffled anew each epoch, fixed by (seed, epoch).
+    train_targets, validation_targets : ndarray, optional
+        Images or digit labels; default: the inputs (an autoencoder).
+    cache_dir : path, optional
+        Where trained models are kept (default `build/cache/`).
+    retrain : bool, optional
+        True trains even when the cache holds the model; default: $CA4_RETRAIN.
+    final_learning_rate_fraction : float
+        The learning rate decays step by step on a cosine from the optimiser's own value to
+        this fraction of it. A builder that set a learning-rate schedule keeps it (and the
+        log says so).
+    log : callable, optional
+        Receives a line per epoch and a one-line record per model; None is silent.
+    run : RunProgress, optional
+        Counts the epochs of the whole run for its estimate of the time left.
+
+    Returns
+    -------
+    TrainingResult
+        The model, its per-epoch history, and whether it was trained, resumed or loaded.
     """
     if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):
         raise ValueError(f"name: expected letters, digits, '_' or '-' (a file name), got {name!r}")
@@ -1012,23 +1253,28 @@ def train_model(build_model: Callable[[], keras.Model], train_images: np.ndarray
     validation_targets = check_targets(validation_targets, validation_images,
                                        "validation_targets")
     epochs = check_positive_int(epochs, "epochs")
-    steps_per_epoch = math.ceil(len(train_images) / check_positive_int(batch_size, "batch_size"))
-    if retrain is None:
-        retrain = os.environ.get("CA4_RETRAIN", "").strip() not in ("", "0", "false", "no")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    fraction = check_fraction(final_learning_rate_fraction, "final_learning_rate_fraction")
+    retrain = check_retrain(retrain)
     report = TrainingLog(name, epochs, log, run)
 
     set_seed(seed)
     model = build_model()
-    model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
-        float(model.optimizer.learning_rate), epochs * steps_per_epoch,
-        alpha=final_learning_rate_fraction)
+    steps = epochs * math.ceil(len(train_images) / batch_size)
+    if isinstance(model.optimizer.get_config()["learning_rate"], Mapping):
+        report.say(f"{name}: keeps the learning-rate schedule its builder set "
+                   f"(final_learning_rate_fraction does not apply)")
+    else:
+        model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
+            float(model.optimizer.learning_rate), steps, alpha=fraction)
     data = [array_fingerprint(array) for array in
             (train_images, train_targets, validation_images, validation_targets)]
-    key = training_key(model, build_model, {"epochs": epochs, "batch_size": batch_size,
-                                            "seed": seed, "data": data})
+    key = _training_key(model, build_model, {"epochs": epochs, "batch_size": batch_size,
+                                             "seed": seed, "data": data})
     folder = Path(cache_dir) if cache_dir is not None else build_dir() / "cache"
     cache_path = folder / f"{name}-{key[:16]}.npz"
     checkpoint_path = cache_path.with_suffix(".partial.npz")
+    _remove_interrupted_writes(folder, name)
 
     cached = None if retrain else restore(model, cache_path, key, report)
     if cached is not None:
@@ -1046,13 +1292,22 @@ def train_model(build_model: Callable[[], keras.Model], train_images: np.ndarray
         model.fit(make_dataset(train_images, train_targets, batch_size, orders),
                   validation_data=make_dataset(validation_images, validation_targets,
                                                PREDICT_BATCH_SIZE),
-                  epochs=epochs, initial_epoch=start, steps_per_epoch=steps_per_epoch,
+                  epochs=epochs, initial_epoch=start, steps_per_epoch=steps // epochs,
                   shuffle=False, verbose=0,
                   callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint, report])
     os.replace(checkpoint_path, cache_path)  # the last epoch's checkpoint is the finished model
     report.record("trained", history, checkpoint.seconds)
     return TrainingResult(model, history, "resumed" if resumed else "trained",
                           checkpoint.seconds, cache_path, checkpoint.epoch_seconds)
+
+
+def _remove_interrupted_writes(folder: Path, name: str) -> None:
+    """Delete the temporary files a killed run of model `name` left half-written."""
+    pattern = re.compile(rf"\.{re.escape(name)}-[0-9a-f]{{16}}(\.partial)?\.npz\.\w+\.tmp")
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if pattern.fullmatch(path.name):
+                path.unlink(missing_ok=True)
 
 
 def restore(model: keras.Model, path: Path, key: str, report: TrainingLog
@@ -1722,7 +1977,7 @@ def show_source(*objects: Any) -> Any:
 
     if not objects or not all(inspect.isfunction(o) or inspect.isclass(o) for o in objects):
         raise TypeError(f"objects: expected functions or classes, got {objects!r}")
-    return Code("\n\n".join(source_of(item).rstrip() for item in objects), language="python")
+    return Code("\n\n".join(inspect.getsource(item).rstrip() for item in objects), language="python")
 
 
 def joined(values: Sequence[Any], spec: str = "", separator: str = " / ") -> str:
@@ -1760,169 +2015,3 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
         json.dump(data, stream, indent=2, allow_nan=False, default=numpy_to_python)
         stream.write("\n")
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Headless execution and the PDF (used by `make run`, `make pdf` and the tests)
-# ---------------------------------------------------------------------------------------------
-
-PDF_TOOLS = {"xelatex": "texlive-xetex", "pandoc": "pandoc"}
-PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
-# nbconvert's LaTeX template ("latex"), changed for the report: no LaTeX title (the notebook's
-# first heading is the title), unnumbered headings (they read as in the notebook), code in
-# \small so that lines of up to 88 characters fit without wrapping, and a character missing
-# from the fonts stops the export (\tracinglostchars=3) instead of silently dropping out.
-PDF_TEMPLATE = r"""((*- extends 'index.tex.j2' -*))
-((* block commands *))
-((( super() )))
-\setcounter{secnumdepth}{0}
-\tracinglostchars=3
-\fvset{fontsize=\small}
-((* endblock commands *))
-((* block maketitle *))((* endblock maketitle *))
-"""
-
-
-def missing_pdf_tools() -> list[str]:
-    """Return the PDF tools (xelatex, pandoc) not on PATH."""
-    return [tool for tool in PDF_TOOLS if shutil.which(tool) is None]
-
-
-def pdf_tools_message() -> str:
-    """Return how to install the missing PDF tools, or an empty string when none is missing."""
-    missing = missing_pdf_tools()
-    if not missing:
-        return ""
-    return (f"PDF export needs {', '.join(missing)}, which is not installed. On Debian/Ubuntu: "
-            f"sudo apt-get install --no-install-recommends {PDF_PACKAGES}")
-
-
-def section_titles(notebook: Any) -> dict[str, str]:
-    """Map each code cell's id to the headings it sits under ('Task 1 > Training')."""
-    titles: dict[str, str] = {}
-    headings: dict[int, str] = {}
-    for cell in notebook.cells:
-        if cell.cell_type == "markdown":
-            for match in re.finditer(r"^(#{1,3})\s+(.+)$", cell.source, re.MULTILINE):
-                level = len(match[1])
-                headings = {k: v for k, v in headings.items() if k < level}
-                headings[level] = match[2].strip()
-        elif cell.cell_type == "code":
-            titles[cell.id] = " > ".join(headings[level] for level in sorted(headings))
-    return titles
-
-
-def execute_notebook(source: str | os.PathLike, target: str | os.PathLike, profile: str,
-                     timeout: int = 4 * 3600, stream: Any = sys.stdout) -> Path:
-    """Execute a notebook headlessly with papermill, PROFILE injected as a parameter.
-
-    With a `stream`, what the notebook prints reaches it as it happens, each section's
-    heading when the run gets there, and the time since the start.
-    """
-    import nbformat
-    import papermill
-    from traitlets.config import Config
-
-    profile = get_profile(profile).name
-    titles = section_titles(nbformat.read(source, as_version=4))
-    started, shown = time.perf_counter(), [""]
-
-    def announce(cell: Any, **_: Any) -> None:
-        title = titles.get(cell.get("id"), "")
-        if stream is not None and title and title != shown[0]:
-            shown[0] = title
-            stream.write(f"[{format_duration(time.perf_counter() - started)}] {title}\n")
-            stream.flush()
-
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(source), str(target), parameters={"PROFILE": profile}, kernel_name="python3",
-        cwd=str(PROJECT_DIR), progress_bar=False, stdout_file=stream, stderr_file=stream,
-        execution_timeout=timeout, on_cell_start=announce,
-        # Unix sockets between runner and kernel: nothing on TCP, and no warning about it.
-        config=Config({"KernelManager": {"transport": "ipc"}}))
-    return Path(target)
-
-
-def export_pdf(notebook_path: str | os.PathLike, pdf_path: str | os.PathLike) -> Path:
-    """Export an executed notebook to the report PDF with nbconvert.
-
-    Cells tagged `hide-input` show their output only; epoch progress lines are dropped, each
-    model's one-line record stays; the LaTeX template is PDF_TEMPLATE.
-    """
-    import jinja2
-    import nbconvert
-    import nbformat
-    from traitlets.config import Config
-
-    class DropEpochLines(nbconvert.preprocessors.Preprocessor):
-        """Remove TrainingLog's epoch lines from printed output."""
-
-        def preprocess_cell(self, cell: Any, resources: Any, index: int) -> tuple[Any, Any]:
-            for output in cell.get("outputs", []):
-                if output.get("output_type") == "stream":
-                    lines = output.text.splitlines(keepends=True)
-                    output.text = "".join(line for line in lines if not EPOCH_LINE.match(line))
-            return cell, resources
-
-    message = pdf_tools_message()
-    if message:
-        raise RuntimeError(message)
-    config = Config()
-    config.TagRemovePreprocessor.enabled = True
-    config.TagRemovePreprocessor.remove_input_tags = ("hide-input",)
-    # Two xelatex passes settle the PDF's bookmarks; nbconvert's default third changes nothing.
-    exporter = nbconvert.PDFExporter(
-        config=config, template_file="ca4_report.tex.j2", latex_count=2,
-        extra_loaders=[jinja2.DictLoader({"ca4_report.tex.j2": PDF_TEMPLATE})])
-    exporter.register_preprocessor(DropEpochLines, enabled=True)
-    notebook = nbformat.read(Path(notebook_path), as_version=4)
-    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": "ca4"}})
-    pdf_path = Path(pdf_path)
-    pdf_path.parent.mkdir(parents=True, exist_ok=True)
-    pdf_path.write_bytes(body)
-    return pdf_path
-
-
-def preflight(need_pdf: bool = True) -> None:
-    """Fail fast, before any training: MNIST must be found and checked, the PDF tools present."""
-    load_mnist()
-    if need_pdf and missing_pdf_tools():
-        raise SystemExit(pdf_tools_message())
-
-
-def main(arguments: Sequence[str] | None = None) -> int:
-    """Command line: `preflight`, `execute` and `pdf` for the Makefile."""
-    parser = argparse.ArgumentParser(prog="python -m ca4_helpers", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("preflight", help="check MNIST and the PDF tools before a run")
-    check.add_argument("--no-pdf", action="store_true", help="do not require the PDF tools")
-    run = commands.add_parser("execute", help="execute the notebook headlessly")
-    run.add_argument("--profile", default=os.environ.get("CA4_PROFILE", "full"))
-    run.add_argument("--source", default=str(PROJECT_DIR / "ca4.ipynb"))
-    run.add_argument("--target", default=str(build_dir() / "ca4.ipynb"))
-    pdf = commands.add_parser("pdf", help="export the executed notebook to PDF")
-    pdf.add_argument("--source", default=str(build_dir() / "ca4.ipynb"))
-    pdf.add_argument("--target", default=str(build_dir() / "ca4.pdf"))
-    options = parser.parse_args(arguments)
-    try:
-        if options.command == "preflight":
-            preflight(need_pdf=not options.no_pdf)
-            print("preflight: MNIST found and checked"
-                  + ("" if options.no_pdf else "; PDF tools present"))
-        elif options.command == "execute":
-            started = time.perf_counter()
-            print(f"executing ca4.ipynb, profile {options.profile!r} -> {options.target}")
-            execute_notebook(options.source, options.target, options.profile)
-            print(f"executed in {format_duration(time.perf_counter() - started)}")
-        else:
-            export_pdf(options.source, options.target)
-            print(f"wrote {options.target}")
-    except MnistFileError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,12 +46,21 @@ def close_figures():
 
 @pytest.fixture(scope="session")
 def mnist_raw():
-    """The real MNIST arrays `(x_train, y_train), (x_test, y_test)`; skip when not available."""
+    """The real MNIST arrays `(x_train, y_train), (x_test, y_test)`.
+
+    Without a local file the tests that need it skip, except where CA4_REQUIRE_MNIST=1 (CI):
+    there a missing or damaged file fails them, so a broken data link cannot pass as a skip.
+    """
+    required = os.environ.get("CA4_REQUIRE_MNIST") == "1"
     if ca4.find_mnist() is None:  # never fall through to the Keras download in a test
+        if required:
+            pytest.fail("CA4_REQUIRE_MNIST=1 but no MNIST file was found (CA4_MNIST, data/)")
         pytest.skip("real MNIST not available: set CA4_MNIST or link data/mnist.npz")
     try:
         return ca4.load_mnist()
     except ca4.MnistFileError as error:
+        if required:
+            pytest.fail(f"CA4_REQUIRE_MNIST=1 and the MNIST file is unusable: {error}")
         pytest.skip(f"real MNIST not available: {error}")
 
 

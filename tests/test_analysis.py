@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import ca4_helpers as ca4
+from tools import build
 
 # ---------------------------------------------------------------------------------------------
 # k-nearest-neighbour accuracy of latent codes
@@ -428,7 +429,7 @@ def test_section_titles_map_code_cells_to_their_headings():
     ]
     notebook = v4.new_notebook(cells=cells)
     code = [cell.id for cell in cells if cell.cell_type == "code"]
-    assert ca4.section_titles(notebook) == {
+    assert build.section_titles(notebook) == {
         code[0]: "",
         code[1]: "CA4 report",
         code[2]: "CA4 report > Task 1 > Training",
@@ -466,6 +467,14 @@ def test_epoch_line_matches_progress_lines_and_not_the_record():
     assert "from the cache" in records[1] and "resuming after epoch 1 of 2" in records[2]
     for line in records:
         assert not ca4.EPOCH_LINE.match(line), line
+
+
+def test_a_vae_record_gives_its_negative_elbo_not_its_weighted_loss():
+    records: list[str] = []
+    history = {"loss": [160.0], "val_loss": [152.5], "val_reconstruction_loss": [140.0],
+               "val_kl_loss": [2.5]}  # weight 5: 140 + 5 x 2.5
+    ca4.TrainingLog("vae_kl5", 1, records.append).record("trained", history, 3.0)
+    assert records == ["vae_kl5 trained: 1 epoch in 3 s, validation negative ELBO 142.5"]
 
 
 def test_run_progress_seconds_left():

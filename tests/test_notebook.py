@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import ca4_helpers as ca4
+from tools import build as build_tools
 
 NOTEBOOK = ca4.PROJECT_DIR / "ca4.ipynb"
 # Figures the notebook draws: loss curves, reconstructions, PCA, latent sizes, denoising
@@ -92,7 +93,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory):
     os.environ["CA4_BUILD_DIR"] = str(build)
     terminal = io.StringIO()
     try:
-        target = ca4.execute_notebook(NOTEBOOK, build / "ca4.ipynb", profile="fast",
+        target = build_tools.execute_notebook(NOTEBOOK, build / "ca4.ipynb", profile="fast",
                                       timeout=900, stream=terminal)
     finally:
         if saved is None:
@@ -229,14 +230,14 @@ def test_notebook_writes_metrics_for_every_section(executed, mnist_raw) -> None:
 
 
 def test_pdf_export_holds_the_report(executed, tmp_path: Path) -> None:
-    missing = ca4.missing_pdf_tools() + [tool for tool in ("pdftotext", "pdfimages")
+    missing = build_tools.missing_pdf_tools() + [tool for tool in ("pdftotext", "pdfimages")
                                          if not shutil.which(tool)]
     if missing:
         if os.environ.get("CA4_REQUIRE_PDF") == "1":
             pytest.fail(f"CA4_REQUIRE_PDF=1 but {missing} are not installed")
         pytest.skip(f"PDF tools missing: {missing}")
     _, build, _ = executed
-    pdf = ca4.export_pdf(build / "ca4.ipynb", tmp_path / "ca4.pdf")
+    pdf = build_tools.export_pdf(build / "ca4.ipynb", tmp_path / "ca4.pdf")
     assert pdf.read_bytes().startswith(b"%PDF")
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
                           capture_output=True, text=True).stdout

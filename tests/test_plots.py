@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib
 import matplotlib.figure
 import matplotlib.patches
@@ -170,17 +172,26 @@ def test_plot_loss_curves_needs_validation_values():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_pca_2d():
-    rng = np.random.default_rng(0)
-    codes = rng.normal(size=(300, 5)) * np.array([5.0, 3.0, 1.0, 0.5, 0.1])
+def orthogonal_codes(spreads: Sequence[float]) -> np.ndarray:
+    """Codes whose columns are orthogonal, centred, with standard deviations `spreads`.
+
+    The columns of a Hadamard matrix (less its constant first column) are orthogonal +-1
+    patterns with mean 0 and variance 1: the codes' covariance is diag(spreads ** 2) exactly,
+    so the principal components are the columns themselves, in order of spread.
+    """
+    from scipy.linalg import hadamard
+
+    return hadamard(8)[:, 1:len(spreads) + 1] * np.asarray(spreads, dtype=np.float64)
+
+
+def test_pca_2d_of_codes_with_known_variances():
+    codes = orthogonal_codes([1.0, 3.0, 2.0])  # variances 1, 9, 4 (total 14)
     points, ratios = ca4.pca_2d(codes)
-    assert points.shape == (300, 2)
-    assert ratios.shape == (2,)
-    assert ratios[0] >= ratios[1] > 0
-    assert ratios.sum() <= 1.0
-    # The spread along the components is sorted like the variances of the columns.
-    assert points[:, 0].var() > points[:, 1].var()
-    np.testing.assert_allclose(points.mean(axis=0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(ratios, [9 / 14, 4 / 14])
+    # The first component is the second column (spread 3), the second the third, up to sign.
+    for component, column in ((0, 1), (1, 2)):
+        sign = np.sign(points[0, component] / codes[0, column])
+        np.testing.assert_allclose(points[:, component], sign * codes[:, column], atol=1e-12)
 
 
 def test_pca_2d_of_a_plane_explains_everything():
@@ -204,18 +215,17 @@ def test_scatter_latent_codes_colours_each_digit():
                                                                         "codes")
 
 
-def test_plot_latent_pca(mnist_small):
-    labels = mnist_small["validation_labels"]
-    assert set(labels.tolist()) == set(range(10))
-    codes = np.random.default_rng(0).normal(size=(len(labels), 10)) + labels[:, None]
+def test_plot_latent_pca():
+    codes = orthogonal_codes([1.0, 3.0, 2.0])
+    labels = np.arange(8) % 10
     figure = ca4.plot_latent_pca(codes, labels, title="PCA")
     (axis,) = figure.axes
-    assert "% of variance" in axis.get_xlabel() and "% of variance" in axis.get_ylabel()
-    assert axis.get_xlabel().startswith("PC 1") and axis.get_ylabel().startswith("PC 2")
+    assert axis.get_xlabel() == "PC 1 (64.3% of variance)"  # 9 / 14
+    assert axis.get_ylabel() == "PC 2 (28.6% of variance)"  # 4 / 14
     assert axis.get_title() == "PCA"
     assert_digit_legend(figure)
-    points, _ = ca4.pca_2d(codes)
-    np.testing.assert_allclose(axis.collections[0].get_offsets(), points)
+    offsets = np.abs(axis.collections[0].get_offsets())
+    np.testing.assert_allclose(offsets, np.abs(codes[:, [1, 2]]), atol=1e-12)
 
 
 def spread_means(count: int, scale_x: float, scale_y: float) -> np.ndarray:
@@ -470,14 +480,35 @@ def test_markdown_table():
     ]
 
 
-def test_summary_markdown_names_layers():
+def test_summary_markdown_lists_the_layers():
     ca4.set_seed(0)
     model = ca4.build_autoencoder(2)
     text = ca4.summary_markdown(model.encoder, model.decoder)
-    for layer in [*model.encoder.layers, *model.decoder.layers]:
-        assert f"| {layer.name} | {type(layer).__name__} |" in text
-    assert f"**{model.encoder.name}** ({model.encoder.count_params():,} parameters)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "Layer" not in line]
+    # (type, output shape, parameters), counted by hand: a 3x3 convolution from c to k
+    # channels has 9ck + k parameters, a dense layer from n to m has nm + m.
+    expected = [
+        ("Rescaling", "(None, 28, 28, 1)", 0),
+        ("Conv2D", "(None, 28, 28, 32)", 9 * 32 + 32),
+        ("MaxPooling2D", "(None, 14, 14, 32)", 0),
+        ("Conv2D", "(None, 14, 14, 64)", 9 * 32 * 64 + 64),
+        ("MaxPooling2D", "(None, 7, 7, 64)", 0), ("Flatten", "(None, 3136)", 0),
+        ("Dense", "(None, 128)", 3136 * 128 + 128), ("Dense", "(None, 2)", 128 * 2 + 2),
+        ("Dense", "(None, 3136)", 2 * 3136 + 3136),
+        ("Reshape", "(None, 7, 7, 64)", 0),
+        ("Conv2DTranspose", "(None, 14, 14, 32)", 9 * 64 * 32 + 32),
+        ("Conv2DTranspose", "(None, 28, 28, 16)", 9 * 32 * 16 + 16),
+        ("Conv2D", "(None, 28, 28, 1)", 9 * 16 + 1),
+    ]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert [(kind, shape, int(count.replace(",", ""))) for _, kind, shape, count in cells] == \
+        expected
+    # The names the code gives are printed as given.
+    assert [cells[i][0] for i in (0, 7, 12)] == ["input_scale", "code", "pixels"]
+    assert "| code | Dense | (None, 2) | 258 |" in text
     assert "| pixels | Conv2D | (None, 28, 28, 1) | 145 |" in text
+    total = sum(count for *_, count in expected[:8])
+    assert f"**encoder** ({total:,} parameters)" in text
     assert text.count("| Layer | Type | Output shape | Parameters |") == 2
 
 
