@@ -23,6 +23,7 @@ import platform
 import re
 import site
 import statistics
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -41,6 +42,33 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
+
+def check_environment(requirements: Path | None = None) -> None:
+    """Stop with a clear message in a Python that is not the project's environment.
+
+    A kernel with another TensorFlow or Keras (or none) would otherwise fail deep inside
+    keras.ops. CA4_ALLOW_OTHER_VERSIONS=1 lets a run try anyway.
+    """
+    from importlib import metadata
+
+    requirements = requirements or Path(__file__).resolve().parent / "requirements.txt"
+    if not requirements.is_file() or os.environ.get("CA4_ALLOW_OTHER_VERSIONS") == "1":
+        return
+    pins = dict(re.findall(r"^(tensorflow|keras)==(\S+)", requirements.read_text(), re.M))
+    for package, pinned in pins.items():
+        try:
+            installed = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            installed = "not installed"
+        if installed != pinned:
+            raise ImportError(
+                f"{package} {installed} in {sys.executable}; ca4 needs {package}=={pinned}. "
+                f"This is not the project's environment: open the notebook with `make lab` "
+                f"(JupyterLab from .venv), or choose the .venv kernel, or run `make venv`. "
+                f"CA4_ALLOW_OTHER_VERSIONS=1 tries anyway.")
+
+
+check_environment()
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -90,7 +118,7 @@ CACHE_FORMAT_VERSION = 2
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """How much data and how many epochs one run of the notebook uses."""
+    """How much data, how many epochs and how large the analyses of one run of the notebook."""
 
     name: str
     train_size: int | None  # None: all 60,000 training images
@@ -98,24 +126,33 @@ class Profile:
     autoencoder_epochs: int
     latent_sweep_epochs: int
     denoising_epochs: int
-    vae_epochs: int
+    vae_epochs: int  # each VAE of the sweep, and the deterministic baseline
     classifier_epochs: int
-    normalisation_epochs: int  # each of the two models of question 1
+    normalisation_epochs: int  # each model of question 1, per seed
+    likelihood_images: int  # test images whose log p(x) is estimated
+    importance_samples: int  # samples of q(z|x) per image for log p(x)
+    quadrature_points: int  # grid points per side for the quadrature check of log p(x)
+    interpolation_pairs: int  # random pairs of test digits joined by latent paths
 
-    def planned_epochs(self, latent_sizes: int, kl_weights: int) -> int:
-        """Return the training epochs of one notebook run, for its estimate of the time left."""
+    def planned_epochs(self, latent_sizes: int, kl_weights: int, seeds: int) -> int:
+        """Return the training epochs of one notebook run, for its estimate of the time left.
+
+        `kl_weights` counts the sweep's weights; the baseline (weight 0) adds one more VAE.
+        """
         return (self.autoencoder_epochs + latent_sizes * self.latent_sweep_epochs
-                + self.denoising_epochs + kl_weights * self.vae_epochs
-                + self.classifier_epochs + 2 * self.normalisation_epochs)
+                + self.denoising_epochs + (kl_weights + 1) * self.vae_epochs
+                + self.classifier_epochs + 2 * seeds * self.normalisation_epochs)
 
 
 PROFILES = {
     "full": Profile("full", None, None, autoencoder_epochs=20, latent_sweep_epochs=5,
                     denoising_epochs=5, vae_epochs=20, classifier_epochs=4,
-                    normalisation_epochs=1),
+                    normalisation_epochs=1, likelihood_images=1000, importance_samples=1000,
+                    quadrature_points=512, interpolation_pairs=200),
     "fast": Profile("fast", 4000, 1000, autoencoder_epochs=2, latent_sweep_epochs=1,
                     denoising_epochs=1, vae_epochs=2, classifier_epochs=1,
-                    normalisation_epochs=1),
+                    normalisation_epochs=1, likelihood_images=100, importance_samples=100,
+                    quadrature_points=128, interpolation_pairs=50),
 }
 
 
@@ -913,7 +950,9 @@ def _model_signature(model: keras.Model) -> list[Any]:
         description.append([type(layer).__qualname__,
                             _canonical(_without_automatic_name(layer), _name_only),
                             [list(v.shape) for v in layer.weights]])
-    description.append(_canonical(_without_automatic_name(model.optimizer), _name_only))
+    optimizer = getattr(model, "optimizer", None)  # none before compile()
+    description.append(None if optimizer is None else _canonical(
+        _without_automatic_name(optimizer), _name_only))
     description.append(_canonical(getattr(model, "loss", None), _name_only))
     return description
 
@@ -1340,15 +1379,114 @@ def run_kl_sweep(train_images: np.ndarray, validation_images: np.ndarray, *,
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation
+# Analyses: every number the report compares comes with its standard error
 # ---------------------------------------------------------------------------------------------
 
-# A latent dimension whose average KL to the prior is below this carries almost no information
-# about the image: the KL bounds what z_d can tell about x, and 0.01 nats is less than 1/60 of
-# the ln 2 = 0.69 nats needed to tell even two kinds of image apart. Above it, it is "active".
-ACTIVE_DIMENSION_NATS = 0.01
+# Burda et al. (2016): latent dimension d is *active* when the encoder's mean moves with the
+# image, Var_x(E_q[z_d]) > 0.01; an inactive dimension carries (almost) no information.
+ACTIVE_VARIANCE = 0.01
+# A dimension's KL to the prior below this, for one image, says that image's posterior is the
+# prior in that dimension: 0.01 nats is under 1/60 of the ln 2 needed to tell two images apart.
+PRIOR_LIKE_NATS = 0.01
 # The classifier "recognises" a digit when its top probability reaches this.
 CONFIDENCE = 0.9
+# A difference is called clear when the 95 % confidence interval of its estimate excludes 0.
+CONFIDENCE_LEVEL = 0.95
+# Where the quadrature grid resolves a posterior: its narrowest standard deviation spans at
+# least this many grid steps (the midpoint rule's error on a Gaussian is then below 1e-8).
+RESOLVED_STEPS = 1.0
+# Log-likelihood estimates by importance sampling and by quadrature agree when their mean
+# difference per image is within this many nats (where the grid resolves the posteriors).
+AGREEMENT_NATS = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """An estimate with its standard error, from n independent items (images, seeds, samples)."""
+
+    value: float
+    se: float
+    n: int
+
+    @property
+    def half_width(self) -> float:
+        """Half the 95 % interval: Student's t quantile (n - 1 degrees of freedom) x SE."""
+        from scipy.stats import t
+
+        return float(t.ppf(0.5 + CONFIDENCE_LEVEL / 2, max(self.n - 1, 1)) * self.se)
+
+    @property
+    def sign(self) -> int:
+        """+1 or -1 when the interval excludes 0, else 0: no clear difference."""
+        return int(np.sign(self.value)) if abs(self.value) > self.half_width else 0
+
+    def __sub__(self, other: Estimate) -> Estimate:
+        """The difference of two independent estimates."""
+        return Estimate(self.value - other.value, math.hypot(self.se, other.se),
+                        min(self.n, other.n))
+
+    def text(self, spec: str = ".3g") -> str:
+        """Format as 'value ± SE', '148.9 ± 0.3'; an SE too small for `spec` gets one
+        significant digit ('0.012 ± 0.0003') rather than reading as zero."""
+        return f"{number(self.value, spec)} ± {standard_error_text(self.se, spec)}"
+
+
+def number(value: float, spec: str = ".3g") -> str:
+    """Format a number for a sentence, never as '-0.00'."""
+    text = format(value, spec)
+    return text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text
+
+
+def standard_error_text(se: float, spec: str = ".3g") -> str:
+    """Format a standard error with `spec`, or with one significant digit if `spec` would
+    print a positive SE as zero."""
+    text = number(se, spec)
+    if se > 0 and not any(c in "123456789" for c in text):
+        return format(se, ".1g")
+    return text
+
+
+def mean_estimate(values: Any) -> Estimate:
+    """Return the mean of per-item values with its standard error (sd / sqrt(n))."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise ValueError(f"values: expected finite numbers, got {values.size} values "
+                         f"{'with NaN or infinity' if values.size else ''}".strip())
+    se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.inf
+    return Estimate(float(values.mean()), se, int(values.size))
+
+
+def paired_estimate(first: Any, second: Any) -> Estimate:
+    """Return the mean of `first - second` over paired items, with its standard error."""
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    if first.shape != second.shape:
+        raise ValueError(f"second: expected {first.shape} values paired with first, "
+                         f"got {second.shape}")
+    return mean_estimate(first - second)
+
+
+def share_estimate(hits: Any) -> Estimate:
+    """Return the share of True among `hits` with the Agresti-Coull standard error.
+
+    The adjusted SE, sqrt(p~ (1 - p~) / (n + 4)) with p~ = (hits + 2) / (n + 4), stays above
+    zero at a share of 0 or 1, where the plain binomial SE would claim certainty.
+    """
+    hits = np.asarray(hits, dtype=bool).ravel()
+    if hits.size == 0:
+        raise ValueError("hits: expected at least one outcome, got none")
+    adjusted = (hits.sum() + 2) / (hits.size + 4)
+    return Estimate(float(hits.mean()), float(math.sqrt(adjusted * (1 - adjusted)
+                                                        / (hits.size + 4))), int(hits.size))
+
+
+def bootstrap_estimate(statistic: Callable[[np.ndarray], float], items: np.ndarray,
+                       seed: int = DEFAULT_SEED, replicates: int = 500) -> Estimate:
+    """Return `statistic(items)` with the standard deviation of its bootstrap replicates."""
+    items = np.asarray(items)
+    rng = np.random.default_rng(seed)
+    draws = [statistic(items[rng.integers(0, len(items), len(items))])
+             for _ in range(check_positive_int(replicates, "replicates"))]
+    return Estimate(float(statistic(items)), float(np.std(draws, ddof=1)), len(items))
 
 
 def predict(model: keras.Model, images: np.ndarray,
@@ -1362,7 +1500,9 @@ def predict(model: keras.Model, images: np.ndarray,
 def decode_codes(decoder: keras.Model, codes: np.ndarray) -> np.ndarray:
     """Decode latent codes (N, D) into images (N, 28, 28, 1) in large batches."""
     codes = check_codes(codes, dimensions=decoder.input_shape[-1]).astype(np.float32)
-    return np.asarray(decoder.predict(codes, batch_size=PREDICT_BATCH_SIZE, verbose=0))
+    # A decoder's batches can be larger than an encoder's: 5,000 codes take twice the
+    # throughput of 1,000 on a 2-core CPU (one call's overhead shared by more codes).
+    return np.asarray(decoder.predict(codes, batch_size=5 * PREDICT_BATCH_SIZE, verbose=0))
 
 
 def first_of_each_digit(labels: np.ndarray) -> np.ndarray:
@@ -1378,26 +1518,6 @@ def first_of_each_digit(labels: np.ndarray) -> np.ndarray:
     return np.array([int(np.argmax(labels == digit)) for digit in DIGITS])
 
 
-def vae_encode(model: VariationalAutoencoder, images: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the encoder's z_mean and z_log_var for each image."""
-    if not isinstance(model, VariationalAutoencoder):
-        raise TypeError(f"model: expected a VariationalAutoencoder, got {type(model).__name__}")
-    z_mean, z_log_var = predict(model.encoder, images)
-    return np.asarray(z_mean), np.asarray(z_log_var)
-
-
-def vae_reconstructions(model: VariationalAutoencoder, images: np.ndarray) -> np.ndarray:
-    """Return the VAE's mean reconstructions: the decoder applied to z_mean, no sampling."""
-    return decode_codes(model.decoder, vae_encode(model, images)[0])
-
-
-def kl_by_dimension(model: VariationalAutoencoder, images: np.ndarray) -> np.ndarray:
-    """Return each latent dimension's KL to the prior, averaged over `images`."""
-    z_mean, z_log_var = vae_encode(model, images)
-    return np.asarray(ops.mean(kl_per_dimension(z_mean, z_log_var), axis=0), dtype=np.float64)
-
-
 def binary_cross_entropy(targets: Any, predictions: Any) -> np.ndarray:
     """Return Keras' binary cross-entropy of every value (predictions clipped to [1e-7, 1-1e-7])."""
     targets = np.asarray(targets, dtype=np.float32)
@@ -1408,25 +1528,28 @@ def binary_cross_entropy(targets: Any, predictions: Any) -> np.ndarray:
     return np.asarray(ops.binary_crossentropy(targets, predictions))
 
 
+def per_image_bce(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """Return each image's mean per-pixel binary cross-entropy (N,), in float64."""
+    targets, predictions = check_matching_images(targets, predictions)
+    return binary_cross_entropy(targets, predictions).reshape(len(targets), -1).mean(
+        axis=1, dtype=np.float64)
+
+
 def mean_binary_cross_entropy(targets: np.ndarray, predictions: np.ndarray) -> float:
     """Return the mean per-pixel binary cross-entropy of predicted images."""
+    return float(per_image_bce(targets, predictions).mean())
+
+
+def per_image_squared_error(targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """Return each image's mean per-pixel squared error (N,), in float64."""
     targets, predictions = check_matching_images(targets, predictions)
-    return float(np.mean(binary_cross_entropy(targets, predictions), dtype=np.float64))
+    differences = targets.astype(np.float64) - predictions
+    return (differences ** 2).reshape(len(targets), -1).mean(axis=1)
 
 
 def mean_squared_error(targets: np.ndarray, predictions: np.ndarray) -> float:
     """Return the mean per-pixel squared error between two image arrays."""
-    targets, predictions = check_matching_images(targets, predictions)
-    return float(np.mean((targets.astype(np.float64) - predictions) ** 2))
-
-
-def denoising_report(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray
-                     ) -> dict[str, float]:
-    """Compare noisy and denoised images with the clean ones (MSE, and how many times closer)."""
-    noisy_mse = mean_squared_error(clean, noisy)
-    denoised_mse = mean_squared_error(clean, denoised)
-    return {"noisy_mse": noisy_mse, "denoised_mse": denoised_mse,
-            "mse_ratio": noisy_mse / max(denoised_mse, 1e-12)}
+    return float(per_image_squared_error(targets, predictions).mean())
 
 
 def dead_unit_share(encoder: keras.Model, images: np.ndarray) -> float:
@@ -1455,9 +1578,9 @@ def pca_2d(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pca.fit_transform(codes), pca.explained_variance_ratio_
 
 
-def knn_accuracy(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: np.ndarray,
-                 test_labels: np.ndarray, neighbours: int = 5) -> float:
-    """Return the test accuracy of a k-nearest-neighbour digit classifier on latent codes."""
+def knn_correct(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: np.ndarray,
+                test_labels: np.ndarray, neighbours: int = 5) -> np.ndarray:
+    """Return, per test code, whether a k-nearest-neighbour classifier labels it correctly."""
     from sklearn.neighbors import KNeighborsClassifier
 
     train_codes, test_codes = check_codes(train_codes, "train_codes"), check_codes(
@@ -1467,24 +1590,426 @@ def knn_accuracy(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: 
     if check_positive_int(neighbours, "neighbours") > len(train_codes):
         raise ValueError(f"neighbours: expected at most the {len(train_codes)} training codes, "
                          f"got {neighbours}")
-    classifier = KNeighborsClassifier(n_neighbors=neighbours)
-    return float(classifier.fit(train_codes, train_labels).score(test_codes, test_labels))
+    classifier = KNeighborsClassifier(n_neighbors=neighbours).fit(train_codes, train_labels)
+    return classifier.predict(test_codes) == test_labels
 
 
-def vae_sweep_table(results: Mapping[float, TrainingResult], images: np.ndarray
-                    ) -> list[dict[str, Any]]:
-    """Summarise a KL-weight sweep on validation images: loss terms, -ELBO, KL per dimension."""
+def classify(classifier: keras.Model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return each image's predicted digit and the classifier's probability for it."""
+    probabilities = np.asarray(predict(classifier, images))
+    return probabilities.argmax(axis=1), probabilities.max(axis=1)
+
+
+def recognised(classifier: keras.Model, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Return, per image, whether the classifier reads it as its label (any confidence)."""
+    return classify(classifier, images)[0] == check_labels(labels, len(images))
+
+
+def reconstruction_evidence(model: keras.Model, encoder: keras.Model, images: np.ndarray,
+                            labels: np.ndarray, classifier: keras.Model,
+                            reference: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per test image: reconstruction BCE, whether the classifier recognises the
+    reconstruction's digit, and whether a 5-NN on the `reference` images' codes labels the
+    image's code correctly."""
+    reconstructions = predict(model, images)
+    codes = np.asarray(predict(encoder, images))
+    reference_codes = np.asarray(predict(encoder, reference[0]))
+    return {"bce": per_image_bce(images, reconstructions),
+            "recognised": recognised(classifier, reconstructions, labels),
+            "knn": knn_correct(reference_codes, reference[1], codes, labels)}
+
+
+def compared_rows(evidence: Mapping[Any, Mapping[str, Any]], key: str,
+                  measures: Mapping[str, Callable[[Any], Estimate]], against: str = "previous"
+                  ) -> list[dict[str, Any]]:
+    """One row per run: each measure's value and SE, and the paired change against another run.
+
+    `evidence[run][name]` holds per-item values of the same items for every run; `measures`
+    maps each name to how it is estimated (mean_estimate, share_estimate). A row's
+    `{name}_change` and `{name}_change_se` compare it, item by item, with the row before
+    (`against="previous"`) or with the first row (`against="first"`).
+    """
+    if against not in ("previous", "first"):
+        raise ValueError(f"against: expected 'previous' or 'first', got {against!r}")
+    rows: list[dict[str, Any]] = []
+    previous = None
+    for run, values in evidence.items():
+        row: dict[str, Any] = {key: run}
+        for name, estimate in measures.items():
+            found = estimate(values[name])
+            row[name], row[f"{name}_se"], row["n"] = found.value, found.se, found.n
+            if previous is not None:
+                change = paired_estimate(np.asarray(values[name], np.float64),
+                                         np.asarray(previous[name], np.float64))
+                row[f"{name}_change"], row[f"{name}_change_se"] = change.value, change.se
+        rows.append(row)
+        previous = values if against == "previous" or previous is None else previous
+    return rows
+
+
+def estimate_of(row: Mapping[str, Any], name: str) -> Estimate:
+    """Return the Estimate stored in a row as `name`, `name_se` and `n`."""
+    return Estimate(float(row[name]), float(row[f"{name}_se"]), int(row["n"]))
+
+
+def autoencoder_row(images: np.ndarray, reconstructions: np.ndarray, labels: np.ndarray,
+                    classifier: keras.Model, *, latent_dim: int, epochs: int,
+                    pca_ratios: Sequence[float]) -> dict[str, Any]:
+    """Summarise the Task 1 autoencoder on the test images: BCE per pixel with its SE, the
+    BCE of an exact copy, the shares of originals and reconstructions the classifier reads
+    as their digit (and the paired change), and the PCA plot's explained variances."""
+    evidence = {"originals": {"recognised": recognised(classifier, images, labels)},
+                "reconstructions": {"recognised": recognised(classifier, reconstructions,
+                                                             labels)}}
+    originals, rebuilt = compared_rows(evidence, "images", {"recognised": share_estimate})
+    bce = mean_estimate(per_image_bce(images, reconstructions))
+    return {"latent_dim": int(latent_dim), "epochs": int(epochs), "n": bce.n,
+            "bce": bce.value, "bce_se": bce.se,
+            "copy_bce": mean_binary_cross_entropy(images, images),
+            "recognised": rebuilt["recognised"], "recognised_se": rebuilt["recognised_se"],
+            "recognised_change": rebuilt["recognised_change"],
+            "recognised_change_se": rebuilt["recognised_change_se"],
+            "originals_recognised": originals["recognised"],
+            "pca_explained_variance": [float(ratio) for ratio in pca_ratios]}
+
+
+def latent_size_rows(evidence: Mapping[int, Mapping[str, np.ndarray]],
+                     epochs: Mapping[int, int]) -> list[dict[str, Any]]:
+    """Rows of the latent-size sweep: test BCE, recognised reconstructions and 5-NN accuracy
+    of the codes per size, each change against the next smaller size (paired over the test
+    images), and whether the BCE gain shrinks from one step to the next (`gain_shrink`: the
+    earlier step's gain minus this step's, paired)."""
+    rows = compared_rows(evidence, "latent_dim", {"bce": mean_estimate,
+                                                  "recognised": share_estimate,
+                                                  "knn": share_estimate})
+    sizes = list(evidence)
+    for index, row in enumerate(rows):
+        row["epochs"] = int(epochs[row["latent_dim"]])
+        if index >= 2:
+            earlier, middle, later = (np.asarray(evidence[sizes[i]]["bce"])
+                                      for i in (index - 2, index - 1, index))
+            shrink = paired_estimate(earlier - middle, middle - later)
+            row["gain_shrink"], row["gain_shrink_se"] = shrink.value, shrink.se
+    return rows
+
+
+def grey_share(images: np.ndarray) -> np.ndarray:
+    """Return, per image, the share of pixels that are grey (between 0.1 and 0.9): blur."""
+    images = np.asarray(images, np.float64).reshape(len(images), -1)
+    return ((images > 0.1) & (images < 0.9)).mean(axis=1)
+
+
+def denoising_rows(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray,
+                   plain: np.ndarray) -> list[dict[str, Any]]:
+    """Rows comparing images with the clean test images: the noisy inputs, the denoiser's
+    output and a clean-trained autoencoder's output on the same noisy inputs. Each row has
+    its MSE with SE, its paired change against the noisy inputs, and its grey-pixel share;
+    the denoiser's row also its MSE change against the clean-trained model's output."""
+    evidence = {name: {"mse": per_image_squared_error(clean, images),
+                       "grey": grey_share(images)}
+                for name, images in (("noisy inputs", noisy), ("denoiser", denoised),
+                                     ("clean-trained autoencoder", plain))}
+    rows = compared_rows(evidence, "images", {"mse": mean_estimate, "grey": mean_estimate},
+                         against="first")
+    versus_plain = paired_estimate(evidence["denoiser"]["mse"],
+                                   evidence["clean-trained autoencoder"]["mse"])
+    rows[1]["mse_vs_plain"], rows[1]["mse_vs_plain_se"] = versus_plain.value, versus_plain.se
+    clean_grey = mean_estimate(grey_share(clean))
+    blur = paired_estimate(evidence["denoiser"]["grey"], grey_share(clean))
+    rows[1].update({"clean_grey": clean_grey.value, "grey_vs_clean": blur.value,
+                    "grey_vs_clean_se": blur.se})
+    return rows
+
+
+def cached_analysis(function: Callable[..., Mapping[str, Any]], *arguments: Any,
+                    **keywords: Any) -> dict[str, Any]:
+    """Return `function(*arguments, **keywords)`, a dict of arrays and numbers, computed once
+    and kept in build/cache/analyses/ under what it reads: the function's code (as for
+    trained models), each model argument's variables and layers, each array's bytes and
+    every other argument's value. A cached re-run of the notebook then skips the slow ones.
+    """
+    def describe(value: Any) -> Any:
+        if isinstance(value, keras.Model):
+            return ["model", _variables_digest(value), _model_signature(value)]
+        return _canonical(value, _name_only)
+
+    described = [_training_code(function), [describe(value) for value in arguments],
+                 {name: describe(value) for name, value in sorted(keywords.items())},
+                 library_versions()]
+    key = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    path = build_dir() / "cache" / "analyses" / f"{function.__name__}-{key[:16]}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {name: archive[name].item() if archive[name].ndim == 0 else archive[name]
+                        for name in archive.files}
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError):
+            path.unlink(missing_ok=True)  # damaged: computed again below
+    result = dict(function(*arguments, **keywords))
+    with atomic_file(path, "wb") as stream:
+        np.savez(stream, **{name: np.asarray(value) for name, value in result.items()})
+    return result
+
+
+# --- the VAE: loss terms per image, log-likelihood, the latent space -------------------------
+
+
+def vae_encode(model: VariationalAutoencoder, images: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Return the encoder's z_mean and z_log_var for each image."""
+    if not isinstance(model, VariationalAutoencoder):
+        raise TypeError(f"model: expected a VariationalAutoencoder, got {type(model).__name__}")
+    z_mean, z_log_var = predict(model.encoder, images)
+    return np.asarray(z_mean, np.float64), np.asarray(z_log_var, np.float64)
+
+
+def vae_reconstructions(model: VariationalAutoencoder, images: np.ndarray) -> np.ndarray:
+    """Return the VAE's mean reconstructions: the decoder applied to z_mean, no sampling."""
+    return decode_codes(model.decoder, vae_encode(model, images)[0])
+
+
+def sample_posterior(z_mean: np.ndarray, z_log_var: np.ndarray, seed: int = DEFAULT_SEED
+                     ) -> np.ndarray:
+    """Draw one z ~ q(z|x) = N(z_mean, exp(z_log_var)) per row, reproducibly."""
+    z_mean, z_log_var = check_codes(z_mean, "z_mean"), check_codes(z_log_var, "z_log_var")
+    noise = np.random.default_rng(check_non_negative_int(seed, "seed")).standard_normal(
+        z_mean.shape)
+    return z_mean + np.exp(0.5 * z_log_var) * noise
+
+
+def bernoulli_log_likelihood(images: np.ndarray, probabilities: Any) -> np.ndarray:
+    """Return log p(x|z) = -(BCE summed over the pixels), with Keras' clipping, per image.
+
+    `probabilities` has the images' shape, or a leading extra axis of samples per image
+    (N, K, 28, 28, 1); the result is (N,) or (N, K). With grey-level images this is the
+    quantity the VAE's loss uses, not a normalised density over [0, 1]^784.
+    """
+    x = ops.reshape(ops.convert_to_tensor(images, "float32"), (len(images), 1, -1))
+    p = ops.reshape(ops.convert_to_tensor(probabilities, "float32"), (len(images), -1, 784))
+    p = ops.clip(p, 1e-7, 1 - 1e-7)
+    log_likelihood = ops.sum(x * ops.log(p) + (1 - x) * ops.log(1 - p), axis=-1)
+    result = np.asarray(log_likelihood, np.float64)
+    return result[:, 0] if np.ndim(probabilities) == np.ndim(images) else result
+
+
+def pixel_entropy_floor(images: np.ndarray) -> np.ndarray:
+    """Return, per image, the lowest -log p(x|z) any decoder output can reach: the BCE of an
+    exact copy, summed over the pixels (above 0 because grey pixels are neither 0 nor 1).
+
+    It bounds -log p(x) and the negative ELBO from below."""
+    images = check_images(images)
+    return -bernoulli_log_likelihood(images, images)
+
+
+def vae_test_terms(model: VariationalAutoencoder, images: np.ndarray, seed: int = DEFAULT_SEED
+                   ) -> dict[str, np.ndarray]:
+    """Per image: the VAE loss terms (one z ~ q(z|x) per image, as Keras' validation does),
+    the reconstruction term at z = z_mean, the KL per dimension, and the posterior."""
+    z_mean, z_log_var = vae_encode(model, images)
+    z = sample_posterior(z_mean, z_log_var, seed)
+    kl = np.asarray(kl_per_dimension(z_mean, z_log_var), np.float64)
+    return {"reconstruction": -bernoulli_log_likelihood(images, decode_codes(model.decoder, z)),
+            "mean_reconstruction": -bernoulli_log_likelihood(
+                images, decode_codes(model.decoder, z_mean)),
+            "kl_per_dimension": kl, "kl": kl.sum(axis=1), "z_mean": z_mean,
+            "z_log_var": z_log_var, "z": z}
+
+
+def importance_log_likelihood(model: VariationalAutoencoder, images: np.ndarray,
+                              samples: int = 1000, seed: int = DEFAULT_SEED,
+                              images_per_call: int = 20) -> dict[str, np.ndarray]:
+    """Estimate log p(x) per image by importance sampling with q(z|x) (Burda et al., 2016).
+
+    log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x): a lower bound in
+    expectation that tightens as K grows. Also returns the ELBO estimated from the same
+    samples (the mean of the log-weights), so that the gap between the two is paired.
+    """
+    from scipy.special import logsumexp
+
+    images = check_images(images)
+    samples = check_positive_int(samples, "samples")
+    z_mean, z_log_var = vae_encode(model, images)
+    rng = np.random.default_rng(check_non_negative_int(seed, "seed"))
+    log_likelihood, elbo = np.empty(len(images)), np.empty(len(images))
+    for start in range(0, len(images), check_positive_int(images_per_call, "images_per_call")):
+        part = slice(start, start + images_per_call)
+        mean, log_var = z_mean[part, None, :], z_log_var[part, None, :]
+        noise = rng.standard_normal((len(mean), samples, z_mean.shape[1]))
+        z = mean + np.exp(0.5 * log_var) * noise
+        decoded = decode_codes(model.decoder, z.reshape(-1, z.shape[-1]))
+        log_px_z = bernoulli_log_likelihood(images[part], decoded.reshape(
+            len(mean), samples, *IMAGE_SHAPE))
+        log_pz = -0.5 * np.sum(z ** 2 + np.log(2 * np.pi), axis=-1)
+        log_qz = -0.5 * np.sum(noise ** 2 + log_var + np.log(2 * np.pi), axis=-1)
+        log_weights = log_px_z + log_pz - log_qz
+        log_likelihood[part] = logsumexp(log_weights, axis=1) - np.log(samples)
+        elbo[part] = log_weights.mean(axis=1)
+    return {"log_likelihood": log_likelihood, "elbo": elbo}
+
+
+def quadrature_log_likelihood(decoder: keras.Model, images: np.ndarray,
+                              z_mean: np.ndarray, z_log_var: np.ndarray,
+                              points_per_side: int = 512, extent: float | None = None
+                              ) -> dict[str, Any]:
+    """Compute log p(x) = log of the integral of p(x|z) p(z) over a 2-D latent grid.
+
+    The midpoint rule on a points_per_side^2 grid over [-extent, extent]^2 (default: wide
+    enough for every posterior mean plus 5 of its standard deviations, and at least 4). The
+    decoder runs once per grid point, whatever the number of images. An image's estimate is
+    trusted (`resolved`) where the grid spacing is at most 1/RESOLVED_STEPS of its
+    posterior's narrowest standard deviation and the posterior lies inside the grid.
+    """
+    from scipy.special import logsumexp
+
+    images = check_images(images)
+    z_mean, z_log_var = check_codes(z_mean, "z_mean", 2), check_codes(z_log_var, "z_log_var", 2)
+    sigma = np.exp(0.5 * z_log_var)
+    if extent is None:
+        extent = max(4.0, float(np.max(np.abs(z_mean) + 5 * sigma)))
+    extent = check_non_negative_float(extent, "extent")
+    side = check_positive_int(points_per_side, "points_per_side")
+    step = 2 * extent / side
+    axis = -extent + step * (np.arange(side) + 0.5)
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+    probabilities = np.clip(decode_codes(decoder, grid).reshape(len(grid), -1).astype(
+        np.float64), 1e-7, 1 - 1e-7)
+    # log p(x|z_j) = x . (log p_j - log(1 - p_j)) + sum(log(1 - p_j)): one matrix product.
+    log_odds = (np.log(probabilities) - np.log1p(-probabilities)).T
+    log_not = np.log1p(-probabilities).sum(axis=1)
+    log_prior = -0.5 * np.sum(grid ** 2, axis=1) - np.log(2 * np.pi)
+    pixels = images.reshape(len(images), -1).astype(np.float64)
+    log_likelihood = np.empty(len(images))
+    for start in range(0, len(images), 250):
+        terms = pixels[start:start + 250] @ log_odds + log_not + log_prior
+        log_likelihood[start:start + 250] = logsumexp(terms, axis=1) + 2 * np.log(step)
+    inside = np.all(np.abs(z_mean) + 5 * sigma <= extent, axis=1)
+    resolved = inside & (sigma.min(axis=1) >= RESOLVED_STEPS * step)
+    return {"log_likelihood": log_likelihood, "resolved": resolved, "step": step,
+            "extent": extent}
+
+
+def likelihood_row(importance: Mapping[str, np.ndarray], quadrature: Mapping[str, Any],
+                   floor: np.ndarray) -> dict[str, Any]:
+    """Summarise the likelihood estimates of one VAE on the same test images.
+
+    -log p(x) from importance sampling and from quadrature (on the images the grid resolves),
+    their paired difference, the variational gap (negative ELBO + log p(x), paired, from the
+    same importance samples) and the floor of grey pixels.
+    """
+    resolved = np.asarray(quadrature["resolved"], bool)
+    iwae = mean_estimate(-importance["log_likelihood"])
+    gap = paired_estimate(-importance["elbo"], -importance["log_likelihood"])
+    row = {"test_log_likelihood": -iwae.value, "test_log_likelihood_se": iwae.se,
+           "likelihood_images": iwae.n, "variational_gap": gap.value,
+           "variational_gap_se": gap.se, "neg_elbo_importance": float(-importance["elbo"].mean()),
+           "floor": float(np.mean(floor[:iwae.n])), "resolved_share": float(resolved.mean()),
+           "quadrature_step": float(quadrature["step"])}
+    if resolved.any():
+        quad = mean_estimate(-quadrature["log_likelihood"][resolved])
+        agreement = paired_estimate(quadrature["log_likelihood"][resolved],
+                                    importance["log_likelihood"][resolved])
+        row.update({"quadrature_log_likelihood": -quad.value, "quadrature_se": quad.se,
+                    "quadrature_minus_importance": agreement.value,
+                    "quadrature_minus_importance_se": agreement.se,
+                    "agree": bool(abs(agreement.value) <= AGREEMENT_NATS)})
+    return row
+
+
+def aggregate_posterior_variance(z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray:
+    """Return, per dimension, the variance of q(z) = mean over x of q(z|x).
+
+    Var(z_d) = Var_x(mu_d) + E_x[sigma_d^2] (the law of total variance); the prior's is 1.
+    """
+    z_mean, z_log_var = check_codes(z_mean, "z_mean"), check_codes(z_log_var, "z_log_var")
+    return z_mean.var(axis=0) + np.exp(z_log_var).mean(axis=0)
+
+
+def vae_sweep_rows(terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
+                   epochs: Mapping[float, int],
+                   recognised_by_weight: Mapping[float, np.ndarray] | None = None
+                   ) -> list[dict[str, Any]]:
+    """Summarise each VAE of the sweep on the test images, in the order given.
+
+    Per row: the loss terms (one z ~ q(z|x) per image) and the reconstruction term at
+    z_mean, with SEs; their paired change against the previous weight (`_change`); the
+    negative ELBO's paired difference from the lowest one (`neg_elbo_above_best`); KL and
+    the share of images whose posterior is the prior's (KL < PRIOR_LIKE_NATS) per dimension;
+    Var_x(mu_d), active dimensions (Burda et al.) and the aggregate posterior's variance; and,
+    given per-image verdicts, the share of mean reconstructions the classifier recognises.
+    """
+    evidence = {}
+    for weight, terms in terms_by_weight.items():
+        evidence[weight] = {"reconstruction": terms["reconstruction"], "kl": terms["kl"],
+                            "neg_elbo": terms["reconstruction"] + terms["kl"],
+                            "mean_code_reconstruction": terms["mean_reconstruction"]}
+        if recognised_by_weight is not None:
+            evidence[weight]["recognised"] = recognised_by_weight[weight]
+    measures: dict[str, Callable[[Any], Estimate]] = {name: mean_estimate for name in (
+        "reconstruction", "kl", "neg_elbo", "mean_code_reconstruction")}
+    if recognised_by_weight is not None:
+        measures["recognised"] = share_estimate
+    rows = compared_rows(evidence, "kl_weight", measures)
+    add_prior_mismatch(rows, terms_by_weight)
+    best = min(evidence, key=lambda weight: float(np.mean(evidence[weight]["neg_elbo"])))
+    for row, (weight, terms) in zip(rows, terms_by_weight.items()):
+        above = paired_estimate(evidence[weight]["neg_elbo"], evidence[best]["neg_elbo"])
+        mu_variance = terms["z_mean"].var(axis=0)
+        row.update({
+            "kl_weight": float(weight), "epochs": int(epochs[weight]),
+            "weighted_loss": row["reconstruction"] + weight * row["kl"],
+            "neg_elbo_above_best": above.value, "neg_elbo_above_best_se": above.se,
+            "kl_per_dimension": terms["kl_per_dimension"].mean(axis=0).tolist(),
+            "prior_like_share": (terms["kl_per_dimension"] < PRIOR_LIKE_NATS).mean(
+                axis=0).tolist(),
+            "mean_variance": mu_variance.tolist(),
+            "active_dimensions": int(np.sum(mu_variance > ACTIVE_VARIANCE)),
+            "aggregate_variance": aggregate_posterior_variance(
+                terms["z_mean"], terms["z_log_var"]).tolist()})
+    return rows
+
+
+def add_prior_mismatch(rows: list[dict[str, Any]],
+                       terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
+                       replicates: int = 200) -> None:
+    """Add to each row how far its aggregate posterior is from the prior: the summed distance
+    of Var(z_d) from 1 (`prior_mismatch`), with a bootstrap SE over the test images and the
+    change against the previous row (the same resampled images for every weight)."""
+    def mismatch(terms: Mapping[str, np.ndarray], index: Any = slice(None)) -> float:
+        variance = aggregate_posterior_variance(terms["z_mean"][index], terms["z_log_var"][index])
+        return float(np.abs(variance - 1.0).sum())
+
+    count = len(next(iter(terms_by_weight.values()))["z_mean"])
+    rng = np.random.default_rng(DEFAULT_SEED)
+    draws = [rng.integers(0, count, count) for _ in range(replicates)]
+    replicated = {weight: np.array([mismatch(terms, draw) for draw in draws])
+                  for weight, terms in terms_by_weight.items()}
+    previous = None
+    for row, (weight, terms) in zip(rows, terms_by_weight.items()):
+        row["prior_mismatch"] = mismatch(terms)
+        row["prior_mismatch_se"] = float(replicated[weight].std(ddof=1))
+        if previous is not None:
+            row["prior_mismatch_change"] = row["prior_mismatch"] - mismatch(
+                terms_by_weight[previous])
+            row["prior_mismatch_change_se"] = float(
+                (replicated[weight] - replicated[previous]).std(ddof=1))
+        previous = weight
+
+
+def likelihood_rows(importance_by_weight: Mapping[float, Mapping[str, np.ndarray]],
+                    quadrature_by_weight: Mapping[float, Mapping[str, Any]],
+                    floor: np.ndarray) -> list[dict[str, Any]]:
+    """likelihood_row for each VAE, plus each one's paired difference in -log p(x) from the
+    best (`nll_above_best`), on the same test images."""
+    nll = {weight: -np.asarray(found["log_likelihood"])
+           for weight, found in importance_by_weight.items()}
+    best = min(nll, key=lambda weight: float(nll[weight].mean()))
     rows = []
-    for kl_weight, result in results.items():
-        reconstruction = result.final("val_reconstruction_loss")
-        kl = result.final("val_kl_loss")
-        per_dimension = kl_by_dimension(result.model, images)
-        rows.append({"kl_weight": float(kl_weight), "epochs": result.epochs,
-                     "val_loss": result.final("val_loss"),
-                     "val_reconstruction_loss": reconstruction, "val_kl_loss": kl,
-                     "val_neg_elbo": reconstruction + kl,
-                     "val_kl_per_dimension": [float(value) for value in per_dimension],
-                     "active_dimensions": int(np.sum(per_dimension > ACTIVE_DIMENSION_NATS))})
+    for weight, importance in importance_by_weight.items():
+        row = {"kl_weight": float(weight),
+               **likelihood_row(importance, quadrature_by_weight[weight], floor)}
+        above = paired_estimate(nll[weight], nll[best])
+        row["nll_above_best"], row["nll_above_best_se"] = above.value, above.se
+        rows.append(row)
     return rows
 
 
@@ -1514,6 +2039,12 @@ def latent_grid_points(points_per_side: int = 15, extent: float = 2.0,
     return np.stack([z0.ravel(), z1.ravel()], axis=1).astype(np.float32)
 
 
+def code_quantile_bounds(codes: np.ndarray, low: float = 1.0, high: float = 99.0
+                         ) -> np.ndarray:
+    """Return ((z0 low, high), (z1 low, high)): percentiles of 2-D codes, for a model's grid."""
+    return np.percentile(check_codes(codes, "codes", 2), [low, high], axis=0).T
+
+
 def tile_images(images: np.ndarray, columns: int) -> np.ndarray:
     """Tile images (N, 28, 28[, 1]) into one (28 rows, 28 columns) sheet, row by row."""
     images = np.asarray(images)
@@ -1539,23 +2070,23 @@ def decode_latent_grid(decoder: keras.Model, points_per_side: int = 15, extent: 
     return tile_images(np.asarray(decoder(points, training=False)), points_per_side)
 
 
-def latent_grid_coverage(means: np.ndarray, points_per_side: int = 15,
+def latent_grid_coverage(points: np.ndarray, points_per_side: int = 15,
                          extent: float = 2.0) -> float:
-    """Return the share of the grid's cells over [-extent, extent]^2 that hold a code."""
-    means = check_codes(means, "means", dimensions=2)
+    """Return the share of the grid's cells over [-extent, extent]^2 that hold a point."""
+    points = check_codes(points, "points", dimensions=2)
     points_per_side = check_positive_int(points_per_side, "points_per_side")
     if check_non_negative_float(extent, "extent") == 0:
         raise ValueError("extent: expected a number > 0, got 0")
     edges = np.linspace(-extent, extent, points_per_side + 1)
-    counts, _, _ = np.histogram2d(means[:, 0], means[:, 1], bins=[edges, edges])
+    counts, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=[edges, edges])
     return float(np.mean(counts > 0))
 
 
-def grid_neighbour_change(grid_image: np.ndarray) -> dict[str, Any]:
-    """Return the mean-pixel change between neighbouring tiles of a decoded 2-D grid.
+def grid_neighbour_changes(grid_image: np.ndarray) -> dict[str, np.ndarray]:
+    """Return the mean-pixel change between each pair of neighbouring tiles of a decoded grid.
 
-    `mean` and `max` over all neighbours; `along` the mean change between horizontal
-    neighbours (a step in z[0]) and between vertical ones (a step in z[1]).
+    `along` holds the changes of a step in z[0] (horizontal neighbours) and in z[1]
+    (vertical neighbours); `all` both together.
     """
     grid_image = np.asarray(grid_image)
     if (grid_image.ndim != 2 or grid_image.shape[0] != grid_image.shape[1]
@@ -1563,34 +2094,55 @@ def grid_neighbour_change(grid_image: np.ndarray) -> dict[str, Any]:
         raise ValueError(f"grid_image: expected a (28n, 28n) image with n >= 2, "
                          f"got shape {grid_image.shape}")
     n = grid_image.shape[0] // 28
-    tiles = grid_image.reshape(n, 28, n, 28).transpose(0, 2, 1, 3)
+    tiles = grid_image.reshape(n, 28, n, 28).transpose(0, 2, 1, 3).astype(np.float64)
     along_z1 = np.abs(np.diff(tiles, axis=0)).mean(axis=(2, 3)).ravel()
     along_z0 = np.abs(np.diff(tiles, axis=1)).mean(axis=(2, 3)).ravel()
-    changes = np.concatenate([along_z1, along_z0])
-    return {"mean": float(changes.mean()), "max": float(changes.max()),
-            "along": [float(along_z0.mean()), float(along_z1.mean())]}
+    return {"all": np.concatenate([along_z0, along_z1]), "along": (along_z0, along_z1)}
 
 
-def latent_space_table(means_by_weight: Mapping[float, np.ndarray],
-                       decoders: Mapping[float, keras.Model], points_per_side: int,
-                       extent: float) -> list[dict[str, float]]:
-    """Measure each VAE's code space: spread, grid coverage, change between grid neighbours."""
-    rows = []
-    for kl_weight, means in means_by_weight.items():
-        grid = decode_latent_grid(decoders[kl_weight], points_per_side, extent)
-        change = grid_neighbour_change(grid)
-        rows.append({"kl_weight": float(kl_weight),
-                     "z_std": [float(value) for value in np.std(means, axis=0)],
-                     "coverage": latent_grid_coverage(means, points_per_side, extent),
-                     "neighbour_change": change["mean"], "largest_change": change["max"],
-                     "change_along": change["along"]})
+def latent_space_rows(terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
+                      decoders: Mapping[float, keras.Model], labels: np.ndarray,
+                      reference: Mapping[float, tuple[np.ndarray, np.ndarray]],
+                      points_per_side: int, extent: float, seed: int = DEFAULT_SEED
+                      ) -> list[dict[str, Any]]:
+    """Measure each VAE's code space, with the prior N(0, I) as the first, reference row.
+
+    Coverage: the share of the grid's cells over [-extent, extent]^2 that samples z ~ q(z|x)
+    of the test images reach (the prior row: as many samples of N(0, I)), with a bootstrap
+    SE. Neighbour change: the mean pixel change between neighbouring tiles of the decoded
+    grid over [-extent, extent]^2 and over the model's own 1st-99th code percentiles. kNN:
+    5-NN accuracy of z_mean, fitted on `reference[weight]` = (training means, labels).
+    """
+    count = len(next(iter(terms_by_weight.values()))["z"])
+    prior = sample_prior(count, seed)
+
+    def coverage(points: np.ndarray) -> Estimate:
+        return bootstrap_estimate(
+            lambda p: latent_grid_coverage(p, points_per_side, extent), points, seed, 200)
+
+    reference_coverage = coverage(prior)
+    rows: list[dict[str, Any]] = [{"model": "prior N(0, I)", "kl_weight": None,
+                                   "coverage": reference_coverage.value,
+                                   "coverage_se": reference_coverage.se,
+                                   "n": reference_coverage.n}]
+    for weight, terms in terms_by_weight.items():
+        covered = coverage(terms["z"])
+        fixed = grid_neighbour_changes(decode_latent_grid(decoders[weight], points_per_side,
+                                                          extent))
+        own = grid_neighbour_changes(decode_latent_grid(
+            decoders[weight], points_per_side, bounds=code_quantile_bounds(terms["z"])))
+        knn = share_estimate(knn_correct(*reference[weight], terms["z_mean"], labels))
+        change, own_change = mean_estimate(fixed["all"]), mean_estimate(own["all"])
+        rows.append({"model": f"KL weight {weight:g}", "kl_weight": float(weight),
+                     "n": covered.n, "coverage": covered.value, "coverage_se": covered.se,
+                     "z_std": terms["z_mean"].std(axis=0).tolist(),
+                     "neighbour_change": change.value, "neighbour_change_se": change.se,
+                     "change_along": [float(a.mean()) for a in fixed["along"]],
+                     "own_neighbour_change": own_change.value,
+                     "own_neighbour_change_se": own_change.se,
+                     "largest_change": float(fixed["all"].max()),
+                     "knn": knn.value, "knn_se": knn.se})
     return rows
-
-
-def classify(classifier: keras.Model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return each image's predicted digit and the classifier's probability for it."""
-    probabilities = np.asarray(predict(classifier, images))
-    return probabilities.argmax(axis=1), probabilities.max(axis=1)
 
 
 def normalised_entropy(counts: Sequence[float]) -> float:
@@ -1603,21 +2155,34 @@ def normalised_entropy(counts: Sequence[float]) -> float:
     return float(-(shares * np.log(shares)).sum() / np.log(counts.size))
 
 
-def generation_report(digits: np.ndarray, confidences: np.ndarray) -> dict[str, float]:
-    """Judge generated digits by a classifier's verdicts: confidence and variety."""
+def generation_row(name: str, digits: np.ndarray, confidences: np.ndarray,
+                   seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """Judge a set of images by a classifier's verdicts: the share it reads with confidence,
+    the evenness of the digits it reads (normalised entropy) and the least read digit's
+    share, each with its SE (binomial; bootstrap over the images)."""
     digits = np.asarray(digits)
     if digits.size == 0:
-        raise ValueError("digits: expected at least one classified sample, got none")
+        raise ValueError("digits: expected at least one classified image, got none")
     digits = check_labels(digits, len(digits), "digits")
     confidences = np.asarray(confidences, dtype=np.float64)
     if confidences.shape != digits.shape:
         raise ValueError(f"confidences: expected one per digit, shape {digits.shape}, "
                          f"got {confidences.shape}")
-    counts = np.bincount(digits, minlength=len(DIGITS))
-    return {"samples": int(len(digits)),
-            "confident_share": float(np.mean(confidences >= CONFIDENCE)),
-            "digit_entropy": normalised_entropy(counts),
-            "least_digit_share": float(counts.min() / len(digits))}
+
+    def entropy(sample: np.ndarray) -> float:
+        return normalised_entropy(np.bincount(sample, minlength=len(DIGITS)))
+
+    def least(sample: np.ndarray) -> float:
+        return float(np.bincount(sample, minlength=len(DIGITS)).min() / len(sample))
+
+    confident = share_estimate(confidences >= CONFIDENCE)
+    evenness, rarest = bootstrap_estimate(entropy, digits, seed), bootstrap_estimate(
+        least, digits, seed)
+    return {"model": name, "samples": int(len(digits)), "n": int(len(digits)),
+            "confident_share": confident.value, "confident_share_se": confident.se,
+            "digit_entropy": evenness.value, "digit_entropy_se": evenness.se,
+            "least_digit_share": rarest.value, "least_digit_share_se": rarest.se,
+            "digit_counts": np.bincount(digits, minlength=len(DIGITS)).tolist()}
 
 
 def sample_prior(count: int, seed: int = DEFAULT_SEED, latent_dim: int = 2) -> np.ndarray:
@@ -1639,6 +2204,15 @@ def sample_fitted_gaussian(codes: np.ndarray, count: int, seed: int = DEFAULT_SE
                                    size=check_positive_int(count, "count"))
 
 
+def random_pairs(count: int, size: int, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Return `size` pairs of distinct indices below `count`, no index used twice."""
+    if 2 * check_positive_int(size, "size") > check_positive_int(count, "count"):
+        raise ValueError(f"size: expected at most {count // 2} pairs of {count} items, "
+                         f"got {size}")
+    rng = np.random.default_rng(check_non_negative_int(seed, "seed"))
+    return rng.choice(count, size=2 * size, replace=False).reshape(size, 2)
+
+
 def interpolate_codes(start: np.ndarray, end: np.ndarray, frames: int = 10) -> np.ndarray:
     """Return `frames` codes evenly spaced on the straight line from `start` to `end`."""
     start, end = np.asarray(start, dtype=np.float64), np.asarray(end, dtype=np.float64)
@@ -1653,17 +2227,62 @@ def interpolate_codes(start: np.ndarray, end: np.ndarray, frames: int = 10) -> n
     return (1.0 - weights) * start + weights * end
 
 
-def interpolation_report(frames: np.ndarray, digits: np.ndarray, confidences: np.ndarray,
-                         pair: Sequence[int]) -> dict[str, float]:
-    """Judge a decoded path between two digits: its largest step and its unclear frames.
+def path_smoothness(frames: np.ndarray) -> float:
+    """Return the largest step of a decoded path as a share of its total change.
 
-    A step is the mean absolute pixel change between neighbouring frames; a frame is unclear
-    when the classifier does not call it one of the two end digits with confidence.
+    A step is the mean absolute pixel change between neighbouring frames. An even path
+    scores 1 / (frames - 1), a path that changes in one jump scores 1; blurrier endpoints do
+    not make a path look smoother. A path that does not change at all counts as even.
     """
-    frames = check_images(frames, "frames")
-    steps = np.abs(np.diff(frames.astype(np.float64), axis=0)).mean(axis=(1, 2, 3))
-    clear = np.isin(digits, list(pair)) & (np.asarray(confidences) >= CONFIDENCE)
-    return {"largest_step": float(steps.max()), "unclear_share": float(1.0 - clear.mean())}
+    frames = np.asarray(frames, dtype=np.float64)
+    if frames.ndim < 2 or len(frames) < 2:
+        raise ValueError(f"frames: expected at least 2 frames, got shape {frames.shape}")
+    steps = np.abs(np.diff(frames, axis=0)).reshape(len(frames) - 1, -1).mean(axis=1)
+    total = steps.sum()
+    return float(steps.max() / total) if total > 1e-12 else 1.0 / (len(frames) - 1)
+
+
+def decode_paths(model: VariationalAutoencoder, images: np.ndarray, pairs: np.ndarray,
+                 frames: int = 10) -> np.ndarray:
+    """Decode straight latent paths between the mean codes of each pair of `images`.
+
+    Returns (pairs, frames, 28, 28, 1): frame 0 decodes the first image's z_mean, the last
+    frame the second's.
+    """
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise ValueError(f"pairs: expected an array of index pairs (P, 2), got {pairs.shape}")
+    means = vae_encode(model, images[pairs.ravel()])[0].reshape(len(pairs), 2, -1)
+    codes = np.concatenate([interpolate_codes(start, end, frames) for start, end in means])
+    return decode_codes(model.decoder, codes).reshape(len(pairs), frames, *IMAGE_SHAPE)
+
+
+def interpolation_rows(paths: Mapping[str, np.ndarray], ends: np.ndarray,
+                       classifier: keras.Model) -> list[dict[str, Any]]:
+    """Judge each model's decoded paths (pairs, frames, 28, 28, 1) between test digits.
+
+    Smoothness: path_smoothness per path. Unclear: the share of a path's interior frames
+    the classifier does not read, with confidence, as the digit of either end (`ends`: the
+    true digits, (pairs, 2)). Rows after the first give the paired change against it.
+    """
+    ends = np.asarray(ends)
+    evidence = {}
+    for name, frames in paths.items():
+        count, length = frames.shape[:2]
+        if ends.shape != (count, 2):
+            raise ValueError(f"ends: expected the two digits of each of {count} paths, "
+                             f"got shape {ends.shape}")
+        digits, confidences = (values.reshape(count, length) for values in classify(
+            classifier, frames.reshape(-1, *IMAGE_SHAPE)))
+        clear = ((digits == ends[:, :1]) | (digits == ends[:, 1:])) & (
+            confidences >= CONFIDENCE)
+        evidence[name] = {"smoothness": [path_smoothness(path) for path in frames],
+                          "unclear": 1.0 - clear[:, 1:-1].mean(axis=1)}
+    rows = compared_rows(evidence, "model", {"smoothness": mean_estimate,
+                                             "unclear": mean_estimate}, against="first")
+    for row in rows:
+        row["frames"] = int(next(iter(paths.values())).shape[1])
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1688,6 +2307,24 @@ DIGIT_COLOURS = np.array(matplotlib.colormaps["tab10"].colors)
 def use_report_style() -> None:
     """Set matplotlib to the report's figure resolution and font sizes."""
     plt.rcParams.update(REPORT_STYLE)
+
+
+def show_figure(figure: matplotlib.figure.Figure, name: str) -> Path:
+    """Show a figure in the notebook and save it as build/figures/NAME.png, then close it.
+
+    Every figure of the report goes through here, once, so that a grader or a test can find
+    it by name.
+    """
+    from IPython.display import display
+
+    if not re.fullmatch(r"[a-z0-9_]+", str(name)):
+        raise ValueError(f"name: expected lower-case letters, digits and '_', got {name!r}")
+    path = build_dir() / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    display(figure)
+    plt.close(figure)
+    return path
 
 
 def new_figure(rows: int, columns: int, height: float, **options: Any
@@ -1885,15 +2522,64 @@ def plot_image_sheets(sheets: Mapping[str, np.ndarray], title: str, columns: int
 
 def plot_latent_grids(decoders: Mapping[str, keras.Model], points_per_side: int = 15,
                       extent: float = 2.0, spacing: str = "linear",
-                      title: str = "Decoded latent grid", columns: int = 2
+                      title: str = "Decoded latent grid", columns: int = 2,
+                      bounds: Mapping[str, Sequence[Sequence[float]]] | None = None
                       ) -> matplotlib.figure.Figure:
-    """Show each decoder's decoded latent grid, latent coordinates on the axes."""
+    """Show each decoder's decoded latent grid, latent coordinates on the axes.
+
+    The grid covers [-extent, extent]^2, or each run's own `bounds[run]`.
+    """
     if not decoders:
         raise ValueError("decoders: expected at least one decoder, got none")
-    points = latent_grid_points(points_per_side, extent, spacing)
-    sheets = {run: decode_latent_grid(decoder, points_per_side, extent, spacing)
+    if bounds is not None and set(bounds) != set(decoders):
+        raise ValueError(f"bounds: expected bounds for {sorted(decoders)}, got {sorted(bounds)}")
+    limits = {run: None if bounds is None else bounds[run] for run in decoders}
+    points = {run: latent_grid_points(points_per_side, extent, spacing, limits[run])
+              for run in decoders}
+    sheets = {run: decode_latent_grid(decoder, points_per_side, extent, spacing, limits[run])
               for run, decoder in decoders.items()}
-    return plot_image_sheets(sheets, title, columns, {run: points for run in sheets})
+    return plot_image_sheets(sheets, title, columns, points)
+
+
+def plot_rate_distortion(rows: Sequence[Mapping[str, Any]],
+                         title: str = "Rate and distortion of the KL-weight sweep"
+                         ) -> matplotlib.figure.Figure:
+    """Plot each VAE's KL (rate) against its reconstruction term (distortion), in nats per
+    image, with 95 % error bars, a dashed line of equal negative ELBO (rate + distortion)
+    through each point and, through each point, a short segment of slope -weight: a model
+    trained with weight beta sits where the rate-distortion curve has that slope."""
+    if not rows:
+        raise ValueError("rows: expected at least one row of the sweep, got none")
+    figure, axes = new_figure(1, 1, 3.3)
+    axis = axes[0, 0]
+    rates = np.array([row["kl"] for row in rows])
+    distortions = np.array([row["reconstruction"] for row in rows])
+    span = max(rates.max() - rates.min(), distortions.max() - distortions.min(), 1.0)
+    low, high = max(0.0, rates.min() - 0.15 * span), rates.max() + 0.15 * span
+    line = np.linspace(low, high, 50)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, row in enumerate(rows):
+        colour = colours[index % len(colours)]
+        rate, distortion = row["kl"], row["reconstruction"]
+        axis.plot(line, row["neg_elbo"] - line, linestyle="--", linewidth=0.7, color="0.6",
+                  label="equal negative ELBO" if index == 0 else None)
+        reach = 0.06 * span
+        slope = np.array([rate - reach, rate + reach])
+        axis.plot(slope, distortion - row["kl_weight"] * (slope - rate), color=colour,
+                  linewidth=1.5, alpha=0.6)
+        axis.errorbar(rate, distortion, xerr=estimate_of(row, "kl").half_width,
+                      yerr=estimate_of(row, "reconstruction").half_width, marker="o",
+                      markersize=4, color=colour, capsize=2,
+                      label=f"KL weight {row['kl_weight']:g}: negative ELBO "
+                            f"{row['neg_elbo']:.1f}")
+    axis.set(xlim=(low, high), ylim=(distortions.min() - 0.25 * span,
+                                     distortions.max() + 0.25 * span))
+    axis.set_xlabel("rate: KL(q(z|x) || p(z)) per image (nats)")
+    axis.set_ylabel("distortion: reconstruction term (nats)")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper right")
+    axis.set_title(title)
+    return figure
 
 
 def plot_codes_beside_grids(models: Mapping[str, tuple[np.ndarray, keras.Model]],
@@ -1926,6 +2612,45 @@ def plot_codes_beside_grids(models: Mapping[str, tuple[np.ndarray, keras.Model]]
 # ---------------------------------------------------------------------------------------------
 
 
+TITLE = "CA4: Autoencoders and variational autoencoders on MNIST"
+
+
+def title_block(group: str | None, members: str | None, profile: str) -> str:
+    """Return the report's title block: a smoke-run banner first (any profile but `full`),
+    the title, and the group and members, or a plain note that they are not set."""
+    missing = "**not set** (set {} in the parameters cell, or {} in the environment)"
+    banner = "" if profile == "full" else (
+        f"> **Smoke run (profile `{profile}`): not the assignment.** The models below train "
+        f"for one or two epochs on a few thousand images; no number or sentence in this "
+        f"document is a result. Run `make run` for the report.\n\n")
+    rows = [("Group", (group or "").strip() or missing.format("GROUP", "CA4_GROUP")),
+            ("Members", (members or "").strip() or missing.format("MEMBERS", "CA4_MEMBERS")),
+            ("Course", "CA4, deep learning coursework")]
+    table = "\n".join(["| | |", "|---|---|", *(f"| **{key}** | {value} |" for key, value in rows)])
+    return f"{banner}# {TITLE}\n\n{table}"
+
+
+def start_run_record(profile: str, seed: int) -> dict[str, Any]:
+    """Begin the run's record for build/metrics.json: remove the previous run's file (so a
+    failed run never leaves an old file looking current) and return the provenance: commit,
+    date, profile, seed and library versions."""
+    (build_dir() / "metrics.json").unlink(missing_ok=True)
+
+    def git(*arguments: str) -> str | None:
+        try:
+            return subprocess.run(["git", *arguments], cwd=PROJECT_DIR, capture_output=True,
+                                  text=True, timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return {"profile": get_profile(profile).name, "seed": check_non_negative_int(seed, "seed"),
+            "commit": commit or "unknown (not a git checkout)",
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
+
+
 def layer_rows(model: keras.Model) -> list[dict[str, Any]]:
     """Return one row per layer of a Functional model: name, type, output shape, parameters."""
     if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
@@ -1951,17 +2676,28 @@ def summary_markdown(*models: keras.Model) -> str:
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
     """Render rows as a Markdown table; `columns` maps each key to 'Header|format'.
 
-    The dashes under each header are as many as the column's widest entry: pandoc sizes the
-    PDF's columns in that proportion, so long headers do not run into their neighbours.
+    A format starting with '±' prints the value with its standard error, read from the
+    row's `{key}_se`: '±.1f' gives '148.9 ± 0.3'. A missing value prints as '–'. The dashes
+    under each header are as many as the column's widest entry: pandoc sizes the PDF's
+    columns in that proportion, so long headers do not run into their neighbours.
+
+    >>> print(markdown_table([{"loss": 148.93, "loss_se": 0.31}], {"loss": "Loss|±.1f"}))
+    | Loss |
+    |-----------|
+    | 148.9 ± 0.3 |
     """
     if not rows:
         raise ValueError("rows: expected at least one row, got none")
-    headers, formats = [], []
-    for key, spec in columns.items():
-        header, _, fmt = spec.partition("|")
-        headers.append(header)
-        formats.append((key, fmt))
-    body = [[format(row[key], fmt) if fmt else str(row[key]) for key, fmt in formats]
+
+    def cell(row: Mapping[str, Any], key: str, fmt: str) -> str:
+        if row.get(key) is None:
+            return "–"
+        if fmt.startswith("±"):
+            return f"{number(row[key], fmt[1:])} ± {standard_error_text(row[f'{key}_se'], fmt[1:])}"
+        return number(row[key], fmt) if fmt else str(row[key])
+
+    headers = [spec.partition("|")[0] for spec in columns.values()]
+    body = [[cell(row, key, spec.partition("|")[2]) for key, spec in columns.items()]
             for row in rows]
     widths = [max(3, len(header), *(len(cells[i]) for cells in body))
               for i, header in enumerate(headers)]
@@ -1969,6 +2705,66 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
              "|" + "|".join("-" * width for width in widths) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
+
+
+def vae_sweep_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The sweep's loss terms per test image, and its latent dimensions, as one table."""
+    shown = [{**row, "per_dimension": joined(row["kl_per_dimension"], ".2f"),
+              "variance": joined(row["aggregate_variance"], ".2f")} for row in rows]
+    return markdown_table(shown, {
+        "kl_weight": "KL weight|g", "reconstruction": "Reconstruction|±.1f",
+        "kl": "KL|±.2f", "neg_elbo": "Negative ELBO|±.1f",
+        "mean_code_reconstruction": "Reconstruction at z = μ|±.1f",
+        "per_dimension": "KL per dimension", "active_dimensions": "Active",
+        "variance": "Var(z) per dimension"})
+
+
+def likelihood_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """-log p(x) by importance sampling and by quadrature, the ELBO and the gap, per VAE."""
+    shown = []
+    for row in rows:
+        shown.append({**row, "nll": -row["test_log_likelihood"],
+                      "nll_se": row["test_log_likelihood_se"],
+                      "quadrature": (-row["quadrature_log_likelihood"]
+                                     if "quadrature_log_likelihood" in row else None),
+                      "quadrature_se": row.get("quadrature_se"),
+                      "neg_elbo": row["neg_elbo_importance"]})
+    return markdown_table(shown, {
+        "kl_weight": "KL weight|g", "nll": "−log p(x), importance|±.2f",
+        "quadrature": "−log p(x), quadrature|±.2f", "resolved_share": "Resolved|.0%",
+        "neg_elbo": "Negative ELBO|.2f", "variational_gap": "Gap|±.2f", "floor": "Floor|.1f"})
+
+
+def latent_space_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Coverage, smoothness and kNN accuracy of each latent space, the prior's first."""
+    return markdown_table(rows, {
+        "model": "Codes", "coverage": "Coverage|±.0%",
+        "neighbour_change": "Neighbour change|±.3f",
+        "own_neighbour_change": "On its own codes|±.3f", "knn": "kNN accuracy|±.1%"})
+
+
+def generation_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The classifier's reading of each generator's samples, real test images first."""
+    return markdown_table(rows, {
+        "model": "Images", "samples": "Count|,", "confident_share": "Confident|±.1%",
+        "digit_entropy": "Digit entropy|±.3f", "least_digit_share": "Least digit|±.1%"})
+
+
+def interpolation_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Smoothness and unclear interior frames of each model's latent paths."""
+    return markdown_table(rows, {
+        "model": "Model", "n": "Paths", "smoothness": "Largest step / total|±.3f",
+        "unclear": "Unclear interior frames|±.1%"})
+
+
+def merge_rows(first: Sequence[Mapping[str, Any]], second: Sequence[Mapping[str, Any]],
+               key: str) -> list[dict[str, Any]]:
+    """Join two lists of rows on `key` (the second's values win where both have a field)."""
+    found = {row[key]: row for row in second}
+    if set(found) != {row[key] for row in first}:
+        raise ValueError(f"second: expected rows for the same {key}s as first, "
+                         f"got {sorted(found)}")
+    return [{**row, **found[row[key]]} for row in first]
 
 
 def show_source(*objects: Any) -> Any:
@@ -2015,3 +2811,564 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
         json.dump(data, stream, indent=2, allow_nan=False, default=numpy_to_python)
         stream.write("\n")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Discussion: the report's judgements, chosen by the numbers they cite
+# ---------------------------------------------------------------------------------------------
+#
+# Each function takes the rows the analyses computed and returns Markdown. A sentence that
+# compares two numbers states a difference only when its 95 % interval (Estimate.sign)
+# excludes zero; inside it, the sentence says there is no clear difference.
+
+REFERENCES = """
+1. D. P. Kingma and M. Welling. Auto-encoding variational Bayes. ICLR 2014.
+2. I. Higgins, L. Matthey, A. Pal, C. Burgess, X. Glorot, M. Botvinick, S. Mohamed and
+   A. Lerchner. beta-VAE: learning basic visual concepts with a constrained variational
+   framework. ICLR 2017.
+3. Y. Burda, R. Grosse and R. Salakhutdinov. Importance weighted autoencoders. ICLR 2016.
+   The report's *active* dimensions are theirs: Var_x(E_q[z_d]) > 0.01.
+4. A. Alemi, B. Poole, I. Fischer, J. Dillon, R. A. Saurous and K. Murphy. Fixing a broken
+   ELBO. ICML 2018.
+5. M. D. Hoffman and M. J. Johnson. ELBO surgery: yet another way to carve up the variational
+   evidence lower bound. NIPS 2016 Workshop on Advances in Approximate Bayesian Inference.
+"""
+
+
+def plural(count: int, word: str) -> str:
+    """'1 epoch', '20 epochs'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def percent(value: float, digits: int = 1) -> str:
+    """Format a share as a percentage for a sentence, never '-0.0%'."""
+    return number(100 * value, f".{digits}f") + "%"
+
+
+def percent_estimate(estimate: Estimate, digits: int = 1) -> str:
+    """'97.3% ± 0.2%'."""
+    return f"{percent(estimate.value, digits)} ± {percent(estimate.se, digits)}"
+
+
+def weights_text(weights: Sequence[float]) -> str:
+    """'0.1 / 1 / 5'."""
+    return joined([number(w, "g") for w in weights])
+
+
+def verdict(estimate: Estimate, smaller: str, larger: str, spec: str = ".3g") -> str:
+    """Word a difference with its uncertainty: 'lower (-0.012 ± 0.003)', or 'no clearly
+    different (0.001 ± 0.002)' when the 95 % interval includes zero."""
+    word = {-1: smaller, 1: larger, 0: "not clearly different"}[estimate.sign]
+    return f"{word} ({estimate.text(spec)})"
+
+
+def reconstruction_paragraph(autoencoder: Mapping[str, Any]) -> str:
+    """The Task 1 autoencoder's test BCE, what the classifier reads in its reconstructions
+    against the originals, and what the PCA plot shows of the code space."""
+    bce = estimate_of(autoencoder, "bce")
+    kept = Estimate(autoencoder["recognised_change"], autoencoder["recognised_change_se"],
+                    autoencoder["n"])
+    if kept.sign < 0:
+        identity = (f"loses the digit of {percent(-kept.value)} of the test images "
+                    f"(± {percent(kept.se)})")
+    else:
+        identity = "keeps the digit as often as the originals show it (no clear difference)"
+    ratios = autoencoder["pca_explained_variance"]
+    shown = ("nearly all of the code's variance" if sum(ratios[:2]) >= 0.95 else
+             f"{percent(sum(ratios[:2]), 0)} of it, a part of the code space only")
+    return (
+        f"**Reconstructions and latent space.** With a {autoencoder['latent_dim']}-number "
+        f"code the autoencoder reaches a test binary cross-entropy of **{bce.text('.4f')}** "
+        f"per pixel after {plural(autoencoder['epochs'], 'epoch')} (mean ± standard error over "
+        f"the {autoencoder['n']:,} test images; an exact copy would score "
+        f"{autoencoder['copy_bce']:.4f}, because grey edge pixels are neither 0 nor 1). The "
+        f"digit classifier reads {percent(autoencoder['recognised'])} of the reconstructions "
+        f"as the digit they show, against {percent(autoencoder['originals_recognised'])} of "
+        f"the originals: the bottleneck {identity}. The first two principal components explain "
+        f"{percent(ratios[0], 0)} and {percent(ratios[1], 0)} of the code variance, so the "
+        f"PCA plot shows {shown}; how well the codes are organised by digit is measured "
+        f"instead, by the kNN accuracy in Q2.")
+
+
+def normalisation_paragraph(bce_at_255: float, seed_rows: Sequence[Mapping[str, Any]]
+                            ) -> str:
+    """Q1: the target argument, then raw against normalised inputs over seeds (paired)."""
+    by_input: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for row in seed_rows:
+        by_input.setdefault(row["inputs"], {})[row["seed"]] = row
+    normalised, raw = by_input["[0, 1]"], by_input["raw 0-255"]
+    seeds = sorted(normalised)
+    if sorted(raw) != seeds:
+        raise ValueError("seed_rows: expected the same seeds for both inputs")
+    epochs = seed_rows[0]["epochs"]
+    bce = paired_estimate([raw[s]["test_bce"] for s in seeds],
+                          [normalised[s]["test_bce"] for s in seeds])
+    dead = paired_estimate([raw[s]["dead"] for s in seeds],
+                           [normalised[s]["dead"] for s in seeds])
+
+    def spread(rows: Mapping[int, Mapping[str, Any]], name: str, spec: str) -> str:
+        values = [rows[s][name] for s in seeds]
+        text = number(float(np.mean(values)), spec)
+        if len(values) > 1:
+            text += f" (seeds {joined(values, spec, ', ')})"
+        return text
+
+    measured = (
+        f"Over {plural(len(seeds), 'seed')}, after {plural(epochs, 'epoch')} of the same "
+        f"training, the model fed raw 0–255 pixels reached a test BCE of "
+        f"{spread(raw, 'test_bce', '.4f')} against {spread(normalised, 'test_bce', '.4f')} "
+        f"with inputs in $[0, 1]$, a paired difference of {bce.text('.4f')}; its encoder had "
+        f"{percent(float(np.mean([raw[s]['dead'] for s in seeds])))} dead ReLU units against "
+        f"{percent(float(np.mean([normalised[s]['dead'] for s in seeds])))} "
+        f"({dead.text('.3f')}).")
+    if len(seeds) < 2:
+        reading = "One seed gives no spread to judge the difference by."
+    elif bce.sign > 0:
+        reading = ("Raw inputs learn clearly slower. The default initialisation and learning "
+                   "rate assume inputs of order 1; raw pixels multiply everything after the "
+                   "first layer by up to 255.")
+        if dead.sign > 0:
+            reading += " They also switch more units off for good: a unit that never " \
+                       "activates never learns again."
+    elif dead.sign > 0:
+        reading = ("The raw-input model is not clearly worse after this short run, but it has "
+                   "clearly more dead units, which never learn again. Adam moves every weight "
+                   "by about the learning rate per step whatever the scale of its gradient, so "
+                   "with raw pixels each step changes the first layer's outputs 255 times as "
+                   "much; normalised inputs keep those steps in proportion to the others'.")
+    elif bce.sign < 0:
+        reading = ("In this short run raw inputs even reach a lower loss: Adam rescales each "
+                   "update by the running size of its own gradients, so 255-times larger "
+                   "inputs do not make the steps unstable here. The target argument above "
+                   "holds whatever the optimiser, and an autoencoder's inputs are its targets.")
+    else:
+        reading = ("Within the spread over seeds, raw inputs cost nothing measurable in this "
+                   "short run: Adam rescales each update by the running size of its own "
+                   "gradients. What holds for any optimiser is the target argument above, and "
+                   "an autoencoder's inputs are its targets.")
+    return (
+        f"**Q1: Why normalise?** Binary cross-entropy needs targets in $[0, 1]$: it reads each "
+        f"pixel as the probability of ink. With raw targets of 255 the loss is unbounded below "
+        f"(at $p = 0.999999$ it is {bce_at_255:.0f}, and it keeps falling), so training would "
+        f"chase saturated outputs instead of copies, and a sigmoid output cannot produce 255 "
+        f"anyway. {measured} {reading}")
+
+
+def latent_size_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Q2: reconstruction, recognised digits and kNN accuracy against the latent size."""
+    sizes = [row["latent_dim"] for row in rows]
+    steps = [(rows[i - 1]["latent_dim"], row["latent_dim"],
+              Estimate(row["bce_change"], row["bce_change_se"], row["n"]))
+             for i, row in enumerate(rows) if i > 0]
+    listed = ", ".join(f"latent {row['latent_dim']}: **{estimate_of(row, 'bce').text('.4f')}**"
+                       for row in rows)
+    text = (f"**Q2: Latent size.** Test BCE per pixel after "
+            f"{plural(rows[0]['epochs'], 'epoch')} each: {listed}.")
+    if steps and all(change.sign < 0 for _, _, change in steps):
+        text += " Each larger code reconstructs clearly better"
+        shrinks = [row for row in rows[2:] if "gain_shrink" in row]
+        if shrinks and all(Estimate(row["gain_shrink"], row["gain_shrink_se"],
+                                    row["n"]).sign > 0 for row in shrinks):
+            gains = ", ".join(f"{number(-change.value, '.4f')} from {a} to {b}"
+                              for a, b, change in steps)
+            text += f", and the gain clearly shrinks as the code grows ({gains})"
+        text += "."
+    else:
+        steps_text = "; ".join(
+            f"from {a} to {b} the BCE is {verdict(change, 'lower', 'higher', '.4f')}"
+            for a, b, change in steps)
+        text += f" {steps_text[:1].upper()}{steps_text[1:]}."
+    recognised = joined([percent(row["recognised"]) for row in rows], "", " / ")
+    first_step = Estimate(rows[1]["recognised_change"], rows[1]["recognised_change_se"],
+                          rows[1]["n"]) if len(rows) > 1 else None
+    text += (f" The digit classifier recognises the digit in {recognised} of the "
+             f"reconstructions for latent sizes {joined(sizes)}")
+    if first_step is not None and first_step.sign > 0:
+        text += (f": the smallest code returns {percent(first_step.value)} "
+                 f"(± {percent(first_step.se)}) more test digits as another digit than "
+                 f"latent {sizes[1]} does")
+    elif first_step is not None:
+        text += f": no clear difference between latent {sizes[0]} and {sizes[1]}"
+    knn_changes = [Estimate(row["knn_change"], row["knn_change_se"], row["n"])
+                   for row in rows[1:]]
+    knn = joined([percent(row["knn"]) for row in rows], "", " / ")
+    if knn_changes and all(change.sign > 0 for change in knn_changes):
+        knn_text = "each larger code also separates the digits clearly better"
+    else:
+        best = max(rows, key=lambda row: row["knn"])
+        ties = [row["latent_dim"] for row in rows if row is not best and (
+            Estimate(best["knn"], best["knn_se"], best["n"])
+            - Estimate(row["knn"], row["knn_se"], row["n"])).sign == 0]
+        knn_text = (f"the codes separate the digits best at latent size {best['latent_dim']}"
+                    + (f", not clearly better than at {joined(ties, '', ' and ')}" if ties
+                       else ""))
+    return (text + f". A 5-nearest-neighbour classifier on the codes labels {knn} of the test "
+            f"digits correctly (never having seen a label in training): {knn_text}. A larger "
+            f"code compresses less, so without another constraint it can also keep detail "
+            f"that is not structure.")
+
+
+def denoising_paragraph(rows: Sequence[Mapping[str, Any]], noise_stddev: float) -> str:
+    """Q3: MSE to the clean images of the noisy inputs, the denoiser and a clean-trained
+    autoencoder (paired), and the denoiser's blur."""
+    noisy, denoiser, plain = rows
+    denoised = Estimate(denoiser["mse_change"], denoiser["mse_change_se"], denoiser["n"])
+    bottleneck = Estimate(plain["mse_change"], plain["mse_change_se"], plain["n"])
+    trained = Estimate(denoiser["mse_vs_plain"], denoiser["mse_vs_plain_se"], denoiser["n"])
+    blur = Estimate(denoiser["grey_vs_clean"], denoiser["grey_vs_clean_se"], denoiser["n"])
+    answer = "Yes, when trained for it." if denoised.sign < 0 else \
+        "Not in this run: the denoiser's output is not clearly closer than its input."
+    text = (
+        f"**Q3: Can autoencoders remove noise?** {answer} With Gaussian noise of standard "
+        f"deviation {noise_stddev:g}, the noisy inputs differ from the clean images by a mean "
+        f"squared error of **{estimate_of(noisy, 'mse').text('.4f')}** per pixel; the "
+        f"denoising autoencoder's outputs by **{estimate_of(denoiser, 'mse').text('.4f')}**")
+    if denoised.sign < 0:
+        text += f", **{noisy['mse'] / denoiser['mse']:.1f} times closer**"
+    text += (
+        ". Trained with a per-pixel loss on noisy inputs and clean targets, the network "
+        "estimates the conditional mean of the clean image given the noisy one, "
+        "$E[x \\mid \\tilde{x}]$: where the input leaves several digits or strokes plausible, "
+        "it outputs their average")
+    if blur.sign > 0:
+        text += (f", and its outputs are blurrier than the clean digits: "
+                 f"{percent(denoiser['grey'])} of their pixels are grey (between 0.1 and 0.9) "
+                 f"against {percent(denoiser['clean_grey'])} in the clean images")
+    text += (f". The Task 1 autoencoder, trained only on clean images, reaches "
+             f"{estimate_of(plain, 'mse').text('.4f')} on the same noisy inputs: ")
+    text += ("closer than the inputs, so the bottleneck alone removes some noise"
+             if bottleneck.sign < 0 else
+             "not clearly closer than the inputs, so the bottleneck alone does not denoise"
+             if bottleneck.sign == 0 else
+             "further from the clean images than the inputs themselves")
+    text += {-1: "; training on noisy inputs with clean targets improves on it clearly",
+             0: "; training on noisy inputs does not clearly improve on it",
+             1: "; here the clean-trained autoencoder is even closer than the denoiser"}[
+        trained.sign] + f" (denoiser minus clean-trained: {trained.text('.4f')})."
+    return text + (" Noise unlike the training noise was not tested and may not be removed "
+                   "as well.")
+
+
+def task1_discussion(autoencoder: Mapping[str, Any], bce_at_255: float,
+                     seed_rows: Sequence[Mapping[str, Any]],
+                     latent_rows: Sequence[Mapping[str, Any]],
+                     denoising: Sequence[Mapping[str, Any]], noise_stddev: float) -> str:
+    """The discussion of Task 1, paragraph by paragraph, from the analyses' rows."""
+    return "\n\n".join([reconstruction_paragraph(autoencoder),
+                        normalisation_paragraph(bce_at_255, seed_rows),
+                        latent_size_paragraph(latent_rows),
+                        denoising_paragraph(denoising, noise_stddev)])
+
+
+def change_of(row: Mapping[str, Any], name: str) -> Estimate:
+    """Return a row's paired change of `name` against the row before, as an Estimate."""
+    return Estimate(row[f"{name}_change"], row[f"{name}_change_se"], row["n"])
+
+
+def trend(rows: Sequence[Mapping[str, Any]], name: str) -> int:
+    """+1 if `name` rises clearly at every step of the rows, -1 if it falls clearly at every
+    step, else 0."""
+    signs = {change_of(row, name).sign for row in rows[1:]}
+    return signs.pop() if len(signs) == 1 and 0 not in signs else 0
+
+
+def losses_paragraph(rows: Sequence[Mapping[str, Any]], floor: float) -> str:
+    """The sweep's loss terms, the trade-off (with uncertainty), the best negative ELBO and
+    the floor set by grey pixels, read off the rate-distortion plane."""
+    weights = [row["kl_weight"] for row in rows]
+    table = "; ".join(
+        f"{label} {joined([estimate_of(r, name).text(spec) for r in rows], '', ', ')}"
+        for label, name, spec in (("reconstruction", "reconstruction", ".1f"),
+                                  ("KL", "kl", ".2f"), ("negative ELBO", "neg_elbo", ".1f")))
+    rising, falling = trend(rows, "reconstruction"), trend(rows, "kl")
+    if rising > 0 and falling < 0:
+        trade_off = (
+            "The weight sets a clear trade-off: every larger weight buys a lower KL (rate) with "
+            "a higher reconstruction loss (distortion). A weight $\\beta$ minimises distortion "
+            "+ $\\beta$ × rate, so each model sits where the rate-distortion curve's slope is "
+            "$-\\beta$ (Alemi et al.): a small weight spends many nats on precise, far-apart "
+            "codes, a large one pulls the posteriors towards the prior.")
+    else:
+        rises = "rises clearly" if rising > 0 else "does not rise clearly at every step"
+        falls = "falls clearly" if falling < 0 else "does not fall clearly at every step"
+        trade_off = (f"The reconstruction loss {rises} with the weight and the KL {falls}, so "
+                     f"the expected trade-off shows only in part here.")
+    best = min(rows, key=lambda row: row["neg_elbo"])
+    ties = [row["kl_weight"] for row in rows if row is not best and Estimate(
+        row["neg_elbo_above_best"], row["neg_elbo_above_best_se"], row["n"]).sign == 0]
+    elbo = (f"lowest at weight **{best['kl_weight']:g}** "
+            f"({estimate_of(best, 'neg_elbo').text('.1f')})")
+    if ties:
+        elbo += f", not clearly below weight {weights_text(ties)}"
+    if best["kl_weight"] == 1.0:
+        elbo += ", the one setting whose objective is the ELBO itself"
+    elif 1.0 in weights:
+        elbo += ("; weight 1 is the setting that maximises the ELBO directly, so a lower value "
+                 "elsewhere shows that its optimisation stopped short of its own optimum")
+    return (
+        f"**Losses.** After {plural(rows[0]['epochs'], 'epoch')}, the test-set terms per image "
+        f"(mean ± SE over {rows[0]['n']:,} images, one sample of $z$ each) for weights "
+        f"{weights_text(weights)} are: {table}. {trade_off} The weighted losses measure "
+        f"different objectives and cannot be compared across weights; the negative ELBO "
+        f"can (the dashed lines of the figure join equal values), and it is {elbo}. No model "
+        f"can go below {floor:.1f} nats per image: that is the reconstruction term of an exact "
+        f"copy, because grey pixels are neither 0 nor 1.")
+
+
+def likelihood_paragraph(rows: Sequence[Mapping[str, Any]], samples: int) -> str:
+    """-log p(x) per weight by importance sampling, its check by quadrature, and the gap."""
+    weights = [row["kl_weight"] for row in rows]
+    nll = ", ".join(Estimate(-r["test_log_likelihood"], r["test_log_likelihood_se"], 2).text(".1f")
+                    for r in rows)
+    gaps = ", ".join(Estimate(r["variational_gap"], r["variational_gap_se"], 2).text(".2f")
+                     for r in rows)
+    best = min(rows, key=lambda row: -row["test_log_likelihood"])
+    ties = [row["kl_weight"] for row in rows if row is not best and Estimate(
+        row["nll_above_best"], row["nll_above_best_se"], row["likelihood_images"]).sign == 0]
+    text = (
+        f"**Likelihood.** An importance-weighted estimate with K = {samples:,} samples of "
+        f"$q(z \\mid x)$ per image (Burda et al.) puts $-\\log p(x)$ on the first "
+        f"{rows[0]['likelihood_images']:,} test images at {nll} nats for weights "
+        f"{weights_text(weights)}: lowest at weight {best['kl_weight']:g}"
+        + (f", not clearly below weight {weights_text(ties)}" if ties else "")
+        + f". The variational gap, negative ELBO minus $-\\log p(x)$ on the same samples, is "
+        f"{gaps} nats: how much the ELBO understates the likelihood because $q(z \\mid x)$ "
+        f"is not the true posterior.")
+    agreed, higher, lower, unresolved = [], [], [], []
+    for row in rows:
+        if "quadrature_log_likelihood" not in row:
+            unresolved.append(number(row["kl_weight"], "g"))
+            continue
+        difference = Estimate(row["quadrature_minus_importance"],
+                              row["quadrature_minus_importance_se"], row["likelihood_images"])
+        found = (f"{difference.text('.2f')} nats at weight {row['kl_weight']:g} "
+                 f"({percent(row['resolved_share'], 0)} of the images resolved)")
+        (agreed if row["agree"] else higher if difference.value > 0 else lower).append(found)
+    step = min(row["quadrature_step"] for row in rows)
+    text += (f" Quadrature over a grid of the 2-D latent space (step {step:.3f}) checks it; "
+             f"quadrature minus importance sampling is ")
+    parts = []
+    if agreed:
+        parts.append(f"{', '.join(agreed)}: within the {AGREEMENT_NATS:g}-nat tolerance")
+    if higher:
+        parts.append(
+            f"{', '.join(higher)}: beyond the {AGREEMENT_NATS:g}-nat tolerance, so there the "
+            f"importance samples, drawn around the encoder's guess $q(z \\mid x)$, miss "
+            f"posterior mass that the grid finds, and quadrature is the better estimate")
+    if lower:
+        parts.append(f"{', '.join(lower)}: below importance sampling, which bounds "
+                     f"$\\log p(x)$ from below, so there the grid misses probability mass")
+    if unresolved:
+        parts.append(f"not available at weight {', '.join(unresolved)}, whose posteriors "
+                     f"the grid does not resolve")
+    return text + "; ".join(parts) + "."
+
+
+def collapse_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Active and inactive latent dimensions per weight (Burda et al.'s definition)."""
+    sentences = []
+    for row in rows:
+        dimensions = len(row["mean_variance"])
+        inactive = [d for d, v in enumerate(row["mean_variance"]) if v <= ACTIVE_VARIANCE]
+        if not inactive:
+            continue
+        details = ", ".join(
+            f"z[{d}]: Var$_x(\\mu)$ = {number(row['mean_variance'][d], '.2g')}, KL "
+            f"{number(row['kl_per_dimension'][d], '.2g')} nats, prior-like posterior for "
+            f"{percent(row['prior_like_share'][d], 0)} of the images" for d in inactive)
+        if len(inactive) == dimensions:
+            sentences.append(
+                f"At weight {row['kl_weight']:g} **no dimension is active** ({details}): the "
+                f"encoder's means hardly move with the image, so the decoder receives "
+                f"(nearly) the same code for every input. This is posterior collapse of the "
+                f"whole code: the KL price of any information exceeds what it buys in "
+                f"reconstruction.")
+        else:
+            active = dimensions - len(inactive)
+            names = " and ".join(f"z[{d}]" for d in inactive)
+            sentences.append(
+                f"At weight {row['kl_weight']:g}, {names} "
+                f"{'is' if len(inactive) == 1 else 'are'} inactive ({details}), so the model "
+                f"is effectively {active}-dimensional: the KL price of using the dimension "
+                f"(weight × its KL) exceeds what it buys in reconstruction, and the optimum "
+                f"switches it off (posterior collapse).")
+    if not sentences:
+        return (f"**Collapsed dimensions.** Every dimension of every model is active "
+                f"(Var$_x(\\mu_d)$ > {ACTIVE_VARIANCE:g}, the definition of Burda et al.).")
+    return "**Collapsed dimensions.** " + " ".join(sentences)
+
+
+def vae_reconstruction_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Reconstructions from sampled codes and from the mean code, and the digits the
+    classifier recognises in the mean reconstructions, per weight."""
+    weights = weights_text([row["kl_weight"] for row in rows])
+    sampled = joined([estimate_of(r, "reconstruction").text(".1f") for r in rows], "", ", ")
+    at_mean = joined([estimate_of(r, "mean_code_reconstruction").text(".1f") for r in rows],
+                     "", ", ")
+    direction = {1: "rises clearly with the weight", -1: "falls clearly with the weight",
+                 0: "does not change clearly at every step of the weight"}
+    text = (f"**Reconstructions.** The reconstruction term of a sampled code is {sampled} "
+            f"nats and that of the mean code {at_mean} nats for weights {weights}; the "
+            f"latter {direction[trend(rows, 'mean_code_reconstruction')]}.")
+    if "recognised" in rows[0]:
+        text += (f" The classifier recognises the original digit in "
+                 f"{joined([percent(r['recognised']) for r in rows], '', ' / ')} of the mean "
+                 f"reconstructions; that share {direction[trend(rows, 'recognised')]}.")
+    return text + (" A 2-D code is a severe bottleneck at every weight: the reconstructions "
+                   "are smoothed prototypes of their digits, not copies (see the figure).")
+
+
+def continuity_paragraph(space_rows: Sequence[Mapping[str, Any]],
+                         interpolation: Sequence[Mapping[str, Any]],
+                         grid_extent: float) -> str:
+    """Coverage of posterior samples against the prior's, grid smoothness, kNN, and straight
+    paths between test digits against the deterministic baseline."""
+    prior, models = space_rows[0], space_rows[1:]
+    region = f"$[-{grid_extent:g}, {grid_extent:g}]^2$"
+    coverage = []
+    for row in models:
+        gap = estimate_of(row, "coverage") - estimate_of(prior, "coverage")
+        coverage.append(f"{percent(row['coverage'], 0)} at weight {row['kl_weight']:g} ("
+                        + ("as the prior" if gap.sign == 0 else
+                           f"{'below' if gap.sign < 0 else 'above'} the prior's by "
+                           f"{percent(abs(gap.value), 0)}") + ")")
+    smoothest = min(models, key=lambda row: row["own_neighbour_change"])
+    ties = [row["kl_weight"] for row in models if row is not smoothest and (
+        estimate_of(row, "own_neighbour_change")
+        - estimate_of(smoothest, "own_neighbour_change")).sign == 0]
+    clustered = max(models, key=lambda row: row["knn"])
+    knn_ties = [row["kl_weight"] for row in models if row is not clustered and (
+        estimate_of(clustered, "knn") - estimate_of(row, "knn")).sign == 0]
+    changes = ", ".join(estimate_of(r, "own_neighbour_change").text(".3f") for r in models)
+    text = (
+        f"**Continuity of the latent space.** Samples $z \\sim q(z \\mid x)$ of the test "
+        f"images reach {', '.join(coverage)} of the grid's cells over {region}, against "
+        f"{percent(prior['coverage'], 0)} for as many samples of the prior. Between "
+        f"neighbouring tiles of each model's grid over its own codes (1st to 99th percentile) "
+        f"the mean pixel change is {changes}: "
+        f"smoothest at weight {smoothest['kl_weight']:g}"
+        + (f", not clearly smoother than at {weights_text(ties)}" if ties else "")
+        + f". The kNN accuracy of the mean codes is "
+        f"{joined([percent(r['knn']) for r in models], '', ' / ')}: best at weight "
+        f"{clustered['kl_weight']:g}"
+        + (f", not clearly better than {weights_text(knn_ties)}" if knn_ties else "") + ".")
+    baseline, *others = interpolation
+    for row in others:
+        smooth = Estimate(row["smoothness_change"], row["smoothness_change_se"], row["n"])
+        unclear = Estimate(row["unclear_change"], row["unclear_change_se"], row["n"])
+        text += (
+            f" Along straight paths between {row['n']} random pairs of test digits, decoded "
+            f"at {row['frames']} points, the largest step takes "
+            f"{estimate_of(row, 'smoothness').text('.3f')} of a path's total change for the "
+            f"{row['model']} against {estimate_of(baseline, 'smoothness').text('.3f')} for "
+            f"the {baseline['model']} (an even path scores {1 / (row['frames'] - 1):.3f}): "
+            f"{verdict(smooth, 'smoother', 'jumpier', '.3f')}; "
+            f"{percent(row['unclear'], 0)} against {percent(baseline['unclear'], 0)} of the "
+            f"interior frames are read as neither end digit with confidence: "
+            f"{verdict(unclear, 'fewer', 'more', '.2f')}.")
+    return text
+
+
+def generation_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Samples of each generator judged by the classifier, relative to real test images."""
+    reference, *generators = rows
+
+    def against(row: Mapping[str, Any], name: str, smaller: str, larger: str) -> str:
+        gap = estimate_of(row, name) - estimate_of(reference, name)
+        return {-1: smaller, 1: larger, 0: "as the real images"}[gap.sign]
+
+    parts = [f"{row['model']}: {percent(row['confident_share'], 0)} confident "
+             f"({against(row, 'confident_share', 'fewer', 'more')}), digit entropy "
+             f"{number(row['digit_entropy'], '.2f')} "
+             f"({against(row, 'digit_entropy', 'less even', 'more even')}), least digit "
+             f"{percent(row['least_digit_share'])}" for row in generators]
+    best = max(generators, key=lambda row: row["confident_share"])
+    ties = [row["model"] for row in generators if row is not best and (
+        estimate_of(best, "confident_share") - estimate_of(row, "confident_share")).sign == 0]
+    return (
+        f"**Generation.** The classifier reads {percent(reference['confident_share'])} of the "
+        f"real test images with confidence (probability at least {CONFIDENCE:g}), with digit "
+        f"entropy {number(reference['digit_entropy'], '.3f')} and the least frequent digit at "
+        f"{percent(reference['least_digit_share'])}: MNIST is not uniform, so these, not 100% "
+        f"and 1, are what a perfect generator would score. Against them ("
+        f"{'; '.join(parts)}). " + (
+            "No generator's samples are clearly more recognisable than the others'."
+            if len(ties) == len(generators) - 1 else
+            f"The most recognisable samples come from the {best['model']}"
+            + (f", not clearly ahead of {' and '.join(ties)}" if ties else "") + "."))
+
+
+def expectations_paragraph(sweep: Sequence[Mapping[str, Any]],
+                           space_rows: Sequence[Mapping[str, Any]],
+                           generation: Sequence[Mapping[str, Any]]) -> str:
+    """The assignment's second question: were the effects of the weight those the beta-VAE
+    view predicts, and why or why not."""
+    models = space_rows[1:]
+    checks = []
+    rising, falling = trend(sweep, "reconstruction"), trend(sweep, "kl")
+    checks.append(("a larger weight trades reconstruction for a smaller KL",
+                   rising > 0 and falling < 0,
+                   "every step of the weight raised the reconstruction loss and lowered the KL"
+                   if rising > 0 and falling < 0 else
+                   "not every step moved both terms clearly"))
+    best = min(sweep, key=lambda row: row["neg_elbo"])
+    tied_one = any(row["kl_weight"] == 1.0 and Estimate(
+        row["neg_elbo_above_best"], row["neg_elbo_above_best_se"], row["n"]).sign == 0
+        for row in sweep)
+    checks.append(("weight 1, whose objective is the ELBO, reaches the best ELBO",
+                   best["kl_weight"] == 1.0 or tied_one,
+                   f"the lowest negative ELBO is at weight {best['kl_weight']:g}"))
+    closer = all(change_of(row, "prior_mismatch").sign < 0 for row in sweep[1:])
+    checks.append(("a larger weight brings the aggregate posterior closer to the prior",
+                   closer, "the summed distance of Var(z_d) from the prior's 1 is "
+                   f"{joined([estimate_of(r, 'prior_mismatch').text('.2f') for r in sweep], '', ', ')}"
+                   f" for weights {weights_text([r['kl_weight'] for r in sweep])}"))
+    smoother = all((estimate_of(b, "own_neighbour_change")
+                    - estimate_of(a, "own_neighbour_change")).sign < 0
+                   for a, b in zip(models, models[1:]))
+    checks.append(("a larger weight makes the decoded space smoother", smoother,
+                   "the mean change between neighbouring tiles fell clearly at every step"
+                   if smoother else "it did not fall clearly at every step"))
+    by_weight = {row.get("kl_weight"): row for row in generation}
+    confident = [by_weight[row["kl_weight"]] for row in sweep]
+    better_samples = all((estimate_of(b, "confident_share")
+                          - estimate_of(a, "confident_share")).sign >= 0
+                         for a, b in zip(confident, confident[1:])) and (
+        estimate_of(confident[-1], "confident_share")
+        - estimate_of(confident[0], "confident_share")).sign > 0
+    checks.append(("samples from the prior become more recognisable as the weight grows",
+                   better_samples,
+                   f"{joined([percent(r['confident_share'], 0) for r in confident], '', ' / ')}"
+                   " of them are read with confidence"))
+    collapsed = [row["kl_weight"] for row in sweep
+                 if row["active_dimensions"] < len(row["mean_variance"])]
+    checks.append(("the largest weight switches a dimension off (posterior collapse)",
+                   bool(collapsed) and max(collapsed) == max(r["kl_weight"] for r in sweep),
+                   f"inactive dimensions at weight {weights_text(collapsed)}" if collapsed
+                   else "every dimension stayed active at every weight"))
+    lines = [f"- *{claim}*: {'**consistent**' if held else '**not borne out**'}; {what}."
+             for claim, held, what in checks]
+    held = sum(held for _, held, _ in checks)
+    return (
+        "**Were the effects as expected?** The weight multiplies the KL term, the price of "
+        "information in the code (Higgins et al.): a larger weight should buy a posterior "
+        "closer to the prior with worse reconstructions, a smoother space that the prior "
+        "covers and better samples, and too large a weight should switch dimensions off. "
+        f"Measured against each expectation ({held} of {len(checks)} consistent):\n\n"
+        + "\n".join(lines) + "\n\n"
+        f"The beta-VAE view describes each objective's optimum; these models are what "
+        f"{plural(sweep[0]['epochs'], 'epoch')} of Adam reached, and a difference between "
+        f"weights counts only where its 95% interval excludes zero.")
+
+
+def task2_discussion(sweep: Sequence[Mapping[str, Any]], floor: float,
+                     likelihood: Sequence[Mapping[str, Any]], samples: int,
+                     space: Sequence[Mapping[str, Any]],
+                     interpolation: Sequence[Mapping[str, Any]],
+                     generation: Sequence[Mapping[str, Any]], grid_extent: float) -> str:
+    """The discussion of Task 2, paragraph by paragraph, from the analyses' rows."""
+    return "\n\n".join([
+        losses_paragraph(sweep, floor), likelihood_paragraph(likelihood, samples),
+        collapse_paragraph(sweep), vae_reconstruction_paragraph(sweep),
+        continuity_paragraph(space, interpolation, grid_extent),
+        generation_paragraph(generation), expectations_paragraph(sweep, space, generation)])
