@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import keras
 import nbformat
@@ -27,35 +28,41 @@ def clusters(per_digit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return centres + rng.normal(scale=0.1, size=centres.shape), labels
 
 
-def test_knn_accuracy_of_separated_clusters_is_one():
+def test_knn_correct_of_separated_clusters_is_all_true():
     train_codes, train_labels = clusters(20, seed=0)
     test_codes, test_labels = clusters(10, seed=1)
-    assert ca4.knn_accuracy(train_codes, train_labels, test_codes, test_labels) == 1.0
+    correct = ca4.knn_correct(train_codes, train_labels, test_codes, test_labels)
+    assert correct.shape == (100,) and correct.dtype == bool
+    assert correct.all()
 
 
-def test_knn_accuracy_of_labels_unrelated_to_the_codes_is_near_chance():
+def test_knn_correct_of_labels_unrelated_to_the_codes_is_near_chance():
     rng = np.random.default_rng(0)
     train_codes, test_codes = rng.uniform(size=(2000, 2)), rng.uniform(size=(1000, 2))
     train_labels, test_labels = rng.integers(0, 10, 2000), rng.integers(0, 10, 1000)
-    accuracy = ca4.knn_accuracy(train_codes, train_labels, test_codes, test_labels)
+    accuracy = ca4.knn_correct(train_codes, train_labels, test_codes, test_labels).mean()
     assert 0.0 <= accuracy < 0.3  # chance is 0.1 with ten classes
 
 
-def test_knn_accuracy_drops_by_one_test_point_for_one_mislabelled_isolated_neighbour():
+def test_knn_correct_flips_exactly_the_test_point_beside_a_mislabelled_isolated_neighbour():
     train_codes, train_labels = clusters(20, seed=0)
     test_codes, test_labels = clusters(10, seed=1)
     # One training code far from every cluster, and one test code right beside it (digit 3).
     train_codes = np.vstack([train_codes, [[500.0, 500.0]]])
     test_codes = np.vstack([test_codes, [[500.1, 500.0]]])
     test_labels = np.append(test_labels, 3)
-    count = len(test_labels)
-    right = ca4.knn_accuracy(train_codes, np.append(train_labels, 3), test_codes, test_labels,
-                             neighbours=1)
-    wrong = ca4.knn_accuracy(train_codes, np.append(train_labels, 7), test_codes, test_labels,
-                             neighbours=1)
-    assert right == 1.0
-    assert wrong == pytest.approx((count - 1) / count, abs=1e-12)
-    assert right - wrong == pytest.approx(1 / count, abs=1e-12)
+    right = ca4.knn_correct(train_codes, np.append(train_labels, 3), test_codes, test_labels,
+                            neighbours=1)
+    wrong = ca4.knn_correct(train_codes, np.append(train_labels, 7), test_codes, test_labels,
+                            neighbours=1)
+    assert right.all()
+    np.testing.assert_array_equal(np.flatnonzero(~wrong), [len(test_labels) - 1])
+
+
+def test_knn_correct_rejects_more_neighbours_than_training_codes():
+    train_codes, train_labels = clusters(1, seed=0)
+    with pytest.raises(ValueError, match="neighbours: expected at most the 10 training codes"):
+        ca4.knn_correct(train_codes, train_labels, train_codes, train_labels, neighbours=11)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,28 +79,34 @@ def test_normalised_entropy_of_known_histograms():
     assert ca4.normalised_entropy([1, 3]) == pytest.approx(ca4.normalised_entropy([30, 10]))
 
 
-def test_generation_report_of_ten_samples_per_digit():
+def test_generation_row_of_ten_samples_per_digit():
     digits = np.repeat(np.arange(10), 10)
     confidences = np.full(100, 0.5)
     confidences[:36] = 0.99
     confidences[36] = ca4.CONFIDENCE  # reaching the threshold counts as confident
     confidences[37] = np.nextafter(ca4.CONFIDENCE, 0.0)  # just below does not
-    report = ca4.generation_report(digits, confidences)
-    assert report["samples"] == 100
-    assert report["confident_share"] == pytest.approx(0.37)
-    assert report["digit_entropy"] == pytest.approx(1.0)
-    assert report["least_digit_share"] == pytest.approx(0.1)
+    row = ca4.generation_row("ten of each", digits, confidences)
+    assert row["model"] == "ten of each"
+    assert row["samples"] == row["n"] == 100
+    assert row["confident_share"] == pytest.approx(0.37)
+    assert row["digit_entropy"] == pytest.approx(1.0)
+    assert row["least_digit_share"] == pytest.approx(0.1)
+    assert row["digit_counts"] == [10] * 10
 
 
-def test_generation_report_of_a_single_digit_and_of_two_digits():
-    one = ca4.generation_report(np.full(50, 4), np.full(50, 0.95))
+def test_generation_row_of_a_single_digit_and_of_two_digits():
+    one = ca4.generation_row("fours", np.full(50, 4), np.full(50, 0.95))
     assert one["digit_entropy"] == pytest.approx(0.0, abs=1e-12)
     assert one["least_digit_share"] == 0.0
     assert one["confident_share"] == 1.0
-    two = ca4.generation_report(np.array([1, 7] * 20), np.zeros(40))
+    assert one["digit_counts"] == [0, 0, 0, 0, 50, 0, 0, 0, 0, 0]
+    # The same digit in every bootstrap replicate: no spread.
+    assert one["digit_entropy_se"] == 0.0 and one["least_digit_share_se"] == 0.0
+    two = ca4.generation_row("ones and sevens", np.array([1, 7] * 20), np.zeros(40))
     assert two["digit_entropy"] == pytest.approx(math.log(2) / math.log(10))
     assert two["least_digit_share"] == 0.0
     assert two["confident_share"] == 0.0
+    assert two["confident_share_se"] > 0  # Agresti-Coull: a share of 0 is not certain
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,19 +154,15 @@ def test_interpolate_codes_runs_evenly_along_the_segment():
     np.testing.assert_allclose(steps, length / (frames - 1), rtol=1e-12)
 
 
-def test_interpolation_report_of_constructed_frames():
+def test_path_smoothness_of_constructed_frames():
     frames = np.zeros((5, 28, 28, 1), np.float32)
     frames[1, :7] = 1.0  # a quarter of the pixels change by 1: step 0.25
     frames[2] = frames[1]  # no change: step 0
     frames[3] = 1.0  # the other three quarters change by 1: step 0.75, the largest
     frames[4] = frames[3]
     frames[4, 14:] = 0.5  # half of the pixels change by 0.5: step 0.25
-    digits = np.array([3, 3, 5, 7, 5])
-    confidences = np.array([0.95, 0.5, 0.99, 0.99, ca4.CONFIDENCE])
-    # Unclear: frame 1 (not confident) and frame 3 (digit 7 is neither end digit).
-    report = ca4.interpolation_report(frames, digits, confidences, (3, 5))
-    assert report["largest_step"] == pytest.approx(0.75)
-    assert report["unclear_share"] == pytest.approx(2 / 5)
+    # Largest step 0.75 of a total change of 0.25 + 0 + 0.75 + 0.25 = 1.25.
+    assert ca4.path_smoothness(frames) == pytest.approx(0.75 / 1.25)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,41 +203,38 @@ def vae_with_collapsed_dimension():
     return model, images
 
 
-def test_kl_by_dimension_of_a_dimension_that_is_the_prior(vae_with_collapsed_dimension):
+def test_vae_test_terms_of_a_dimension_that_is_the_prior(vae_with_collapsed_dimension):
     model, images = vae_with_collapsed_dimension
-    kl = ca4.kl_by_dimension(model, images)
-    z_mean, z_log_var = (np.asarray(t) for t in model.encoder(images, training=False))
+    terms = ca4.vae_test_terms(model, images, seed=0)
+    z_mean, z_log_var = (np.asarray(t, np.float64) for t in model.encoder(images, training=False))
     np.testing.assert_array_equal(z_mean[:, 1], 0.0)  # the construction holds
-    assert kl.shape == (2,)
-    assert abs(kl[1]) < 1e-7
-    assert kl[0] == pytest.approx(closed_form_kl(z_mean[:, 0], z_log_var[:, 0]).mean(), rel=1e-4)
-    assert kl[0] > 10 * ca4.ACTIVE_DIMENSION_NATS
+    kl = terms["kl_per_dimension"]
+    assert kl.shape == (16, 2)
+    np.testing.assert_allclose(kl[:, 1], 0.0, atol=1e-7)
+    np.testing.assert_allclose(kl[:, 0], closed_form_kl(z_mean[:, 0], z_log_var[:, 0]),
+                               rtol=1e-4)
+    np.testing.assert_allclose(terms["kl"], kl.sum(axis=1), rtol=1e-12)
+    assert np.all(kl[:, 0] > 10 * ca4.PRIOR_LIKE_NATS)
 
 
-def test_vae_sweep_table_counts_the_prior_dimension_as_inactive(vae_with_collapsed_dimension):
+def test_vae_sweep_rows_count_the_prior_dimension_as_inactive(vae_with_collapsed_dimension):
     model, images = vae_with_collapsed_dimension
-    histories = {  # val_loss = reconstruction + kl_weight x KL
-        0.5: {"loss": [200.0, 180.0], "val_loss": [190.0, 168.0],
-              "val_reconstruction_loss": [170.0, 160.0], "val_kl_loss": [40.0, 16.0]},
-        5.0: {"loss": [300.0, 250.0, 240.0], "val_loss": [290.0, 260.0, 242.5],
-              "val_reconstruction_loss": [190.0, 185.0, 180.0], "val_kl_loss": [20.0, 15.0, 12.5]},
-    }
-    results = {w: ca4.TrainingResult(model, history, "trained", 0.0, None)
-               for w, history in histories.items()}
-    rows = ca4.vae_sweep_table(results, images)
+    terms = ca4.vae_test_terms(model, images, seed=0)
+    z_mean = np.asarray(model.encoder(images, training=False)[0], np.float64)
+    rows = ca4.vae_sweep_rows({0.5: terms, 5.0: terms}, {0.5: 2, 5.0: 3})
     assert [row["kl_weight"] for row in rows] == [0.5, 5.0]
     assert [row["epochs"] for row in rows] == [2, 3]
-    assert [row["val_loss"] for row in rows] == [168.0, 242.5]
-    assert [row["val_reconstruction_loss"] for row in rows] == [160.0, 180.0]
-    assert [row["val_kl_loss"] for row in rows] == [16.0, 12.5]
-    # The negative ELBO weighs the KL by 1 whatever the training weight.
-    assert [row["val_neg_elbo"] for row in rows] == [176.0, 192.5]
-    for row in rows:
-        per_dimension = row["val_kl_per_dimension"]
-        assert len(per_dimension) == 2 and abs(per_dimension[1]) < 1e-7
-        assert per_dimension[0] > ca4.ACTIVE_DIMENSION_NATS
-        assert row["active_dimensions"] == 1
+    reconstruction, kl = terms["reconstruction"].mean(), terms["kl"].mean()
+    for row, weight in zip(rows, (0.5, 5.0)):
+        # The negative ELBO weighs the KL by 1 whatever the training weight.
+        assert row["neg_elbo"] == pytest.approx(reconstruction + kl, rel=1e-12)
+        assert row["weighted_loss"] == pytest.approx(reconstruction + weight * kl, rel=1e-12)
+        assert row["prior_like_share"] == [0.0, 1.0]
+        assert row["mean_variance"][1] == 0.0
+        assert row["active_dimensions"] == int(z_mean[:, 0].var() > ca4.ACTIVE_VARIANCE)
     json.dumps(rows, allow_nan=False)  # plain Python numbers, ready for metrics.json
+    for table in table_records(ca4.vae_sweep_table(rows)):
+        assert [row["KL weight"] for row in table] == ["0.5", "5"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,23 +258,38 @@ def grid_of_constant_tiles(values: list[list[float]]) -> np.ndarray:
     return np.kron(np.array(values, dtype=np.float64), np.ones((28, 28)))
 
 
-def test_grid_neighbour_change_of_constant_tiles():
+def neighbour_summary(grid: np.ndarray) -> tuple[float, float, list[float]]:
+    changes = ca4.grid_neighbour_changes(grid)
+    along_z0, along_z1 = changes["along"]
+    np.testing.assert_array_equal(np.sort(changes["all"]),
+                                  np.sort(np.concatenate([along_z0, along_z1])))
+    return (float(changes["all"].mean()), float(changes["all"].max()),
+            [float(along_z0.mean()), float(along_z1.mean())])
+
+
+def test_grid_neighbour_changes_of_constant_tiles():
     # Left-right neighbours differ by 0.1 (6 pairs), top-bottom ones by 0.3 (6 pairs).
     grid = grid_of_constant_tiles([[0.0, 0.1, 0.2], [0.3, 0.4, 0.5], [0.6, 0.7, 0.8]])
-    change = ca4.grid_neighbour_change(grid)
-    assert change["mean"] == pytest.approx(0.2)
-    assert change["max"] == pytest.approx(0.3)
+    assert len(ca4.grid_neighbour_changes(grid)["all"]) == 12
+    mean, largest, along = neighbour_summary(grid)
+    assert mean == pytest.approx(0.2)
+    assert largest == pytest.approx(0.3)
     # A step along z[0] is a step to the right (0.1), along z[1] a step down (0.3).
-    assert change["along"] == pytest.approx([0.1, 0.3])
+    assert along == pytest.approx([0.1, 0.3])
     # One bright tile among four: two of the four neighbour pairs change by 1.
-    change = ca4.grid_neighbour_change(grid_of_constant_tiles([[0.0, 1.0], [0.0, 0.0]]))
-    assert (change["mean"], change["max"]) == pytest.approx((0.5, 1.0))
-    assert change["along"] == pytest.approx([0.5, 0.5])
+    mean, largest, along = neighbour_summary(grid_of_constant_tiles([[0.0, 1.0], [0.0, 0.0]]))
+    assert (mean, largest) == pytest.approx((0.5, 1.0))
+    assert along == pytest.approx([0.5, 0.5])
     # Rows that repeat (z[1] collapsed): nothing changes from one row to the next.
-    change = ca4.grid_neighbour_change(grid_of_constant_tiles([[0.0, 0.5, 1.0]] * 3))
-    assert change["along"] == pytest.approx([0.5, 0.0])
-    assert ca4.grid_neighbour_change(grid_of_constant_tiles([[0.4] * 4] * 4)) == {
-        "mean": 0.0, "max": 0.0, "along": [0.0, 0.0]}
+    _, _, along = neighbour_summary(grid_of_constant_tiles([[0.0, 0.5, 1.0]] * 3))
+    assert along == pytest.approx([0.5, 0.0])
+    assert neighbour_summary(grid_of_constant_tiles([[0.4] * 4] * 4)) == (0.0, 0.0, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (56, 84), (50, 50), (56,)])
+def test_grid_neighbour_changes_rejects_a_grid_that_is_not_square_tiles(shape):
+    with pytest.raises(ValueError, match=r"grid_image: expected a \(28n, 28n\) image"):
+        ca4.grid_neighbour_changes(np.zeros(shape))
 
 
 def test_joined_formats_values_for_a_sentence():
@@ -405,6 +426,97 @@ def test_write_json_atomic_writes_strict_json(tmp_path):
     text = path.read_text()
     assert json.loads(text, parse_constant=refuse_constant) == data
     assert sorted(os.listdir(path.parent)) == ["metrics.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Report tables of the VAE analyses
+# ---------------------------------------------------------------------------------------------
+
+
+def table_records(text: str) -> list[list[dict[str, str]]]:
+    """Each Markdown table in `text` (tables apart by a blank line) as rows keyed by header."""
+    tables = []
+    for block in text.strip().split("\n\n"):
+        lines = block.splitlines()
+        assert re.fullmatch(r"\|(-{3,}\|)+", lines[1]), block  # the dashes under the headers
+        header, *body = ([cell.strip() for cell in line[1:-1].split(" | ")]
+                         for line in (lines[0], *lines[2:]))
+        assert all(len(cells) == len(header) for cells in body), block
+        tables.append([dict(zip(header, cells)) for cells in body])
+    return tables
+
+
+def test_vae_sweep_table_of_constructed_rows():
+    rows = [{"kl_weight": 0.1, "reconstruction": 141.04, "reconstruction_se": 0.31, "kl": 12.004,
+             "kl_se": 0.052, "neg_elbo": 153.04, "neg_elbo_se": 0.3,
+             "mean_code_reconstruction": 135.0, "mean_code_reconstruction_se": 0.29,
+             "kl_per_dimension": [6.0, 6.004], "mean_variance": [1.0, 0.5],
+             "active_dimensions": 2, "aggregate_variance": [1.2, 0.9]},
+            {"kl_weight": 5.0, "reconstruction": 170.0, "reconstruction_se": 0.3, "kl": 2.0,
+             "kl_se": 0.02, "neg_elbo": 172.0, "neg_elbo_se": 0.3,
+             "mean_code_reconstruction": 165.0, "mean_code_reconstruction_se": 0.3,
+             "kl_per_dimension": [1.997, 0.003], "mean_variance": [0.9, 0.0042],
+             "active_dimensions": 1, "aggregate_variance": [0.9, 0.104]}]
+    losses, dimensions = table_records(ca4.vae_sweep_table(rows))
+    assert [row["KL weight"] for row in losses] == ["0.1", "5"]
+    assert [row["Reconstruction"] for row in losses] == ["141.0 ± 0.3", "170.0 ± 0.3"]
+    assert [row["KL"] for row in losses] == ["12.00 ± 0.05", "2.00 ± 0.02"]
+    assert [row["Negative ELBO"] for row in losses] == ["153.0 ± 0.3", "172.0 ± 0.3"]
+    assert [row["KL weight"] for row in dimensions] == ["0.1", "5"]
+    assert [row["KL per dimension"] for row in dimensions] == ["6.00 / 6.00", "2.00 / 0.00"]
+    assert [row["Active"] for row in dimensions] == ["2", "1"]
+    assert "0.9 / 0.0042" in [value for row in dimensions for value in row.values()]
+
+
+def test_likelihood_table_gives_minus_log_p_and_a_dash_without_quadrature():
+    rows = [{"kl_weight": 1.0, "test_log_likelihood": -140.123, "test_log_likelihood_se": 0.31,
+             "quadrature_log_likelihood": -140.05, "quadrature_se": 0.3, "resolved_share": 0.984,
+             "neg_elbo_importance": 143.456, "variational_gap": 3.33, "variational_gap_se": 0.05,
+             "floor": 102.34},
+            {"kl_weight": 5.0, "test_log_likelihood": -160.0, "test_log_likelihood_se": 0.2,
+             "resolved_share": 0.0, "neg_elbo_importance": 161.0, "variational_gap": 1.0,
+             "variational_gap_se": 0.01, "floor": 102.34}]
+    (table,) = table_records(ca4.likelihood_table(rows))
+    importance, quadrature = (next(name for name in table[0] if name.endswith(kind))
+                              for kind in ("importance", "quadrature"))
+    assert [row[importance] for row in table] == ["140.12 ± 0.31", "160.00 ± 0.20"]
+    assert [row[quadrature] for row in table] == ["140.05 ± 0.30", "–"]
+    assert [row["Resolved"] for row in table] == ["98%", "0%"]
+    assert ["3.33 ± 0.05", "1.00 ± 0.01"] in [[row[name] for row in table] for name in table[0]]
+
+
+def test_latent_space_table_leaves_the_prior_rows_grid_columns_empty():
+    rows = [{"model": "prior N(0, I)", "kl_weight": None, "coverage": 0.95, "coverage_se": 0.012},
+            {"model": "KL weight 1", "coverage": 0.754, "coverage_se": 0.021,
+             "neighbour_change": 0.0512, "neighbour_change_se": 0.0021,
+             "own_neighbour_change": 0.0401, "own_neighbour_change_se": 0.0015, "knn": 0.8123,
+             "knn_se": 0.0039}]
+    (table,) = table_records(ca4.latent_space_table(rows))
+    assert table == [
+        {"Codes": "prior N(0, I)", "Coverage": "95% ± 1%", "Neighbour change": "–",
+         "On its own codes": "–", "kNN accuracy": "–"},
+        {"Codes": "KL weight 1", "Coverage": "75% ± 2%", "Neighbour change": "0.051 ± 0.002",
+         "On its own codes": "0.040 ± 0.002", "kNN accuracy": "81.2% ± 0.4%"}]
+
+
+def test_latent_space_table_small_coverage_se_stays_a_percentage():
+    rows = [{"model": "prior N(0, I)", "coverage": 0.95, "coverage_se": 0.003}]
+    assert table_records(ca4.latent_space_table(rows))[0][0]["Coverage"] == "95% ± 0.3%"
+
+
+def test_generation_and_interpolation_tables():
+    generation = [{"model": "MNIST test images", "samples": 10000, "confident_share": 0.9712,
+                   "confident_share_se": 0.0017, "digit_entropy": 0.99812,
+                   "digit_entropy_se": 0.0004, "least_digit_share": 0.0892,
+                   "least_digit_share_se": 0.0028}]
+    assert table_records(ca4.generation_table(generation)) == [[
+        {"Images": "MNIST test images", "Count": "10,000", "Confident": "97.1% ± 0.2%",
+         "Digit entropy": "0.998 ± 0.0004", "Least digit": "8.9% ± 0.3%"}]]
+    interpolation = [{"model": "baseline, weight 0", "n": 200, "smoothness": 0.3012,
+                      "smoothness_se": 0.0101, "unclear": 0.4, "unclear_se": 0.021}]
+    assert table_records(ca4.interpolation_table(interpolation)) == [[
+        {"Model": "baseline, weight 0", "Paths": "200", "Largest step / total": "0.301 ± 0.010",
+         "Unclear interior frames": "40.0% ± 2.1%"}]]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,897 @@
+"""The VAE analyses on constructed models and data with known answers: Bernoulli likelihoods,
+the loss terms per image, log p(x) by importance sampling and by quadrature (against an exact
+integral computed here with SciPy), the sweep, likelihood, latent-space, generation and
+interpolation rows, the analysis cache, and the rate-distortion and latent-grid plots."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+import ca4_helpers as ca4
+
+EPSILON = np.float32(1e-7)  # Keras' clipping of probabilities
+LOG_ROOT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def numpy_log_likelihood(images: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """log p(x|z) summed over the pixels, in float64, probabilities clipped as Keras does."""
+    x = np.asarray(images, np.float64).reshape(len(images), -1)
+    p = np.clip(np.asarray(probabilities, np.float32), EPSILON, np.float32(1) - EPSILON)
+    p = p.astype(np.float64).reshape(len(images), -1, x.shape[1])
+    return (x[:, None] * np.log(p) + (1 - x[:, None]) * np.log(1 - p)).sum(axis=-1)
+
+
+def closed_form_kl(z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray:
+    """KL(N(m, exp(lv)) || N(0, 1)) = 0.5 (exp(lv) + m^2 - 1 - lv) per dimension."""
+    return 0.5 * (np.exp(z_log_var) + np.square(z_mean) - 1.0 - z_log_var)
+
+
+def uniform_images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(size=(count, 28, 28, 1)).astype(np.float32)
+
+
+def constant_posterior_vae(z_mean, z_log_var, kl_weight: float = 1.0) -> ca4.VariationalAutoencoder:
+    """A VAE whose encoder ignores the image: z_mean and z_log_var are the given constants."""
+    model = ca4.build_vae(2, kl_weight=kl_weight, seed=0)
+    for name, bias in (("z_mean", z_mean), ("z_log_var", z_log_var)):
+        dense = model.encoder.get_layer(name)
+        dense.kernel.assign(np.zeros(dense.kernel.shape, np.float32))
+        dense.bias.assign(np.asarray(bias, np.float32))
+    return model
+
+
+def linear_decoder(w0: np.ndarray, bias: np.ndarray, w1: np.ndarray | None = None
+                   ) -> keras.Model:
+    """Input(2) -> Dense(784, sigmoid) -> Reshape(28, 28, 1): p = sigmoid(w0 z0 + w1 z1 + b)."""
+    latent = keras.Input((2,))
+    dense = keras.layers.Dense(784, activation="sigmoid")
+    model = keras.Model(latent, keras.layers.Reshape((28, 28, 1))(dense(latent)))
+    kernel = np.zeros((2, 784), np.float32)
+    kernel[0] = w0
+    if w1 is not None:
+        kernel[1] = w1
+    dense.set_weights([kernel, np.asarray(bias, np.float32)])
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Bernoulli log-likelihood and the floor of grey pixels
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bernoulli_log_likelihood_of_one_output_per_image_against_numpy():
+    images = uniform_images(4)
+    images[0] = np.round(images[0])  # a binary image too
+    probabilities = uniform_images(4, seed=1)
+    probabilities[1, :3] = 0.0  # clipped to 1e-7
+    probabilities[2, :3] = 1.0
+    found = ca4.bernoulli_log_likelihood(images, probabilities)
+    assert found.shape == (4,)
+    np.testing.assert_allclose(found, numpy_log_likelihood(images, probabilities)[:, 0],
+                               rtol=1e-5)
+
+
+def test_bernoulli_log_likelihood_of_several_outputs_per_image_against_numpy():
+    images = uniform_images(3)
+    probabilities = np.random.default_rng(2).uniform(size=(3, 5, 28, 28, 1)).astype(np.float32)
+    found = ca4.bernoulli_log_likelihood(images, probabilities)
+    assert found.shape == (3, 5)
+    np.testing.assert_allclose(found, numpy_log_likelihood(images, probabilities), rtol=1e-5)
+    # Sample k of image i is scored against image i, not another.
+    single = ca4.bernoulli_log_likelihood(images[1:2], probabilities[1:2, 3])
+    assert single[0] == pytest.approx(found[1, 3], rel=1e-6)
+
+
+def test_pixel_entropy_floor_of_binary_images_is_about_zero():
+    images = np.round(uniform_images(3))
+    # Clipping keeps each pixel's term at -log(1 - 1e-7): 784 x 1e-7 nats in all.
+    np.testing.assert_allclose(ca4.pixel_entropy_floor(images), 0.0, atol=1e-3)
+
+
+def test_pixel_entropy_floor_of_half_grey_images_is_784_ln_2():
+    images = np.full((2, 28, 28, 1), 0.5, np.float32)
+    np.testing.assert_allclose(ca4.pixel_entropy_floor(images), 784 * math.log(2), rtol=1e-5)
+
+
+def test_aggregate_posterior_variance_against_a_monte_carlo_sample():
+    rng = np.random.default_rng(0)
+    z_mean = np.stack([rng.normal(1.0, 2.0, 300), rng.normal(0.0, 0.1, 300)], axis=1)
+    z_log_var = np.stack([rng.uniform(-3, 0, 300), rng.uniform(-1, 1, 300)], axis=1)
+    found = ca4.aggregate_posterior_variance(z_mean, z_log_var)
+    # Draw from q(z) = the mixture over images of q(z|x): pick an image, then sample its posterior.
+    picks = rng.integers(0, 300, 400_000)
+    samples = z_mean[picks] + np.exp(0.5 * z_log_var[picks]) * rng.standard_normal((400_000, 2))
+    np.testing.assert_allclose(found, samples.var(axis=0), rtol=0.02)
+    assert found.shape == (2,)
+
+
+# ---------------------------------------------------------------------------------------------
+# vae_test_terms on a VAE with known posteriors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_vae_test_terms_of_known_posteriors():
+    mean, log_var = np.array([1.0, -0.5]), np.array([0.5, -1.0])
+    model = constant_posterior_vae(mean, log_var)
+    images = uniform_images(6)
+    terms = ca4.vae_test_terms(model, images, seed=3)
+    np.testing.assert_allclose(terms["z_mean"], np.tile(mean, (6, 1)), rtol=1e-6)
+    np.testing.assert_allclose(terms["z_log_var"], np.tile(log_var, (6, 1)), rtol=1e-6)
+    expected_kl = closed_form_kl(mean, log_var)
+    np.testing.assert_allclose(terms["kl_per_dimension"], np.tile(expected_kl, (6, 1)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(terms["kl"], np.full(6, expected_kl.sum()), rtol=1e-6)
+    decoded_mean = np.asarray(model.decoder(np.tile(mean, (6, 1)).astype(np.float32)))
+    np.testing.assert_allclose(terms["mean_reconstruction"],
+                               -numpy_log_likelihood(images, decoded_mean)[:, 0], rtol=1e-5)
+    decoded_sample = np.asarray(model.decoder(terms["z"].astype(np.float32)))
+    np.testing.assert_allclose(terms["reconstruction"],
+                               -numpy_log_likelihood(images, decoded_sample)[:, 0], rtol=1e-5)
+    # One sample per image from q(z|x), away from the mean, reproducible by its seed.
+    assert terms["z"].shape == (6, 2) and not np.allclose(terms["z"], terms["z_mean"])
+    np.testing.assert_array_equal(terms["z"], ca4.vae_test_terms(model, images, seed=3)["z"])
+    assert not np.allclose(terms["z"], ca4.vae_test_terms(model, images, seed=4)["z"])
+
+
+def test_vae_test_terms_samples_follow_the_posterior():
+    mean, log_var = np.array([2.0, -1.0]), np.array([-2.0, 1.0])
+    # A dense encoder and decoder are fast: 2,000 images and samples.
+    images = np.zeros((2000, 28, 28, 1), np.float32)
+    vae = ca4.VariationalAutoencoder(fitted_encoder(images[:1], mean[None], log_var[None]),
+                                     linear_decoder(np.zeros(784), np.zeros(784)))
+    z = ca4.vae_test_terms(vae, images, seed=0)["z"]
+    standardised = (z - mean) / np.exp(0.5 * log_var)
+    np.testing.assert_allclose(standardised.mean(axis=0), 0.0, atol=0.1)  # SE 0.022
+    np.testing.assert_allclose(standardised.std(axis=0), 1.0, atol=0.06)  # SE 0.016
+
+
+# ---------------------------------------------------------------------------------------------
+# log p(x): importance sampling and quadrature against exact answers
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def decoder_ignoring_z():
+    """A VAE whose q(z|x) is the prior and whose decoder's output does not depend on z:
+    p(x) = p(x|z) for any z, exactly."""
+    model = constant_posterior_vae([0.0, 0.0], [0.0, 0.0])
+    pixels = model.decoder.get_layer("pixels")
+    pixels.kernel.assign(np.zeros(pixels.kernel.shape, np.float32))
+    pixels.bias.assign(np.array([-0.7], np.float32))
+    images = uniform_images(3, seed=5)
+    images[0] = np.round(images[0])
+    probabilities = np.asarray(model.decoder(np.zeros((1, 2), np.float32)))
+    np.testing.assert_allclose(probabilities, 1 / (1 + math.exp(0.7)), rtol=1e-6)
+    exact = numpy_log_likelihood(images, np.repeat(probabilities, 3, axis=0))[:, 0]
+    return model, images, exact
+
+
+def test_importance_sampling_is_exact_when_q_is_the_posterior(decoder_ignoring_z):
+    model, images, exact = decoder_ignoring_z
+    found = ca4.importance_log_likelihood(model, images, samples=64, seed=0)
+    # Every importance weight is p(x|z) p(z) / q(z) = p(x): no Monte Carlo error; the float32
+    # sum over 784 pixels of terms near -0.7 rounds at about 1e-4.
+    np.testing.assert_allclose(found["log_likelihood"], exact, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(found["elbo"], exact, rtol=0, atol=2e-3)  # no variational gap
+    other = ca4.importance_log_likelihood(model, images, samples=8, seed=1, images_per_call=2)
+    np.testing.assert_allclose(other["log_likelihood"], found["log_likelihood"], atol=1e-9)
+
+
+def test_quadrature_is_exact_when_the_decoder_ignores_z(decoder_ignoring_z):
+    model, images, exact = decoder_ignoring_z
+    zeros = np.zeros((3, 2))
+    found = ca4.quadrature_log_likelihood(model.decoder, images, zeros, zeros, points_per_side=32)
+    # The grid holds all but 1e-6 of the prior's mass: [-5, 5]^2 for sigma 1.
+    np.testing.assert_allclose(found["log_likelihood"], exact, rtol=0, atol=1e-4)
+    assert found["extent"] == 5.0
+    assert found["step"] == pytest.approx(10 / 32)
+    assert found["resolved"].tolist() == [True, True, True]
+
+
+@pytest.fixture(scope="module")
+def one_dimensional_model():
+    """A decoder that reads z[0] only, two binary images drawn from it, the exact log p(x)
+    by scipy.integrate.quad, and each image's posterior mean and variance in z[0]."""
+    rng = np.random.default_rng(0)
+    w0, bias = rng.normal(0.0, 0.15, 784), rng.normal(0.0, 0.5, 784)
+    decoder = linear_decoder(w0, bias)
+    weights = decoder.layers[1].get_weights()
+    w0, bias = weights[0][0].astype(np.float64), weights[1].astype(np.float64)  # as stored
+    images = np.stack([rng.uniform(size=784) < 1 / (1 + np.exp(-(w0 * z + bias)))
+                       for z in (0.8, -0.5)]).astype(np.float32).reshape(2, 28, 28, 1)
+
+    def log_px_given(x: np.ndarray, z0: np.ndarray) -> np.ndarray:
+        logits = np.multiply.outer(z0, w0) + bias
+        return (x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits)).sum(-1)
+
+    exact, moments = [], []
+    for image in images.reshape(2, -1).astype(np.float64):
+        grid = np.linspace(-8, 8, 4001)
+        log_joint = log_px_given(image, grid) + stats.norm.logpdf(grid)
+        mode, top = grid[np.argmax(log_joint)], log_joint.max()
+
+        def density(z, power=0, image=image, top=top, mode=mode):
+            value = math.exp(log_px_given(image, np.array([z]))[0] - 0.5 * z * z - LOG_ROOT_2PI
+                             - top)
+            return value * (z - mode) ** power
+
+        mass = integrate.quad(density, -12, 12, points=[mode], epsabs=0, epsrel=1e-11,
+                              limit=200)[0]
+        first = integrate.quad(density, -12, 12, args=(1,), points=[mode], epsabs=0,
+                               epsrel=1e-11, limit=200)[0] / mass
+        second = integrate.quad(density, -12, 12, args=(2,), points=[mode], epsabs=0,
+                                epsrel=1e-11, limit=200)[0] / mass
+        exact.append(top + math.log(mass))
+        moments.append((mode + first, second - first ** 2))
+    return {"decoder": decoder, "images": images, "exact": np.array(exact),
+            "posterior": np.array(moments), "log_px_given": log_px_given}
+
+
+def test_one_dimensional_posteriors_are_narrower_than_the_prior(one_dimensional_model):
+    posterior = one_dimensional_model["posterior"]
+    # The construction gives posteriors that the grids below resolve and that differ.
+    assert np.all((0.05 < posterior[:, 1]) & (posterior[:, 1] < 0.5))
+    assert abs(posterior[0, 0] - posterior[1, 0]) > 0.5
+
+
+def test_quadrature_matches_the_exact_integral(one_dimensional_model):
+    model = one_dimensional_model
+    z_mean = np.stack([model["posterior"][:, 0], np.zeros(2)], axis=1)
+    z_log_var = np.stack([np.log(model["posterior"][:, 1]), np.zeros(2)], axis=1)
+    found = ca4.quadrature_log_likelihood(model["decoder"], model["images"], z_mean, z_log_var,
+                                          points_per_side=64)
+    assert found["extent"] == 5.0  # the prior in z[1] needs 5 of its sigmas
+    np.testing.assert_allclose(found["log_likelihood"], model["exact"], rtol=0, atol=1e-3)
+    assert found["resolved"].tolist() == [True, True]
+
+
+def test_quadrature_is_unresolved_where_the_step_exceeds_the_posterior_sigma(
+        one_dimensional_model):
+    model = one_dimensional_model
+    sigma = np.sqrt(model["posterior"][:, 1])
+    z_mean = np.stack([model["posterior"][:, 0], np.zeros(2)], axis=1)
+    z_log_var = np.stack([np.log(model["posterior"][:, 1]), np.zeros(2)], axis=1)
+    coarse = ca4.quadrature_log_likelihood(model["decoder"], model["images"], z_mean, z_log_var,
+                                           points_per_side=8, extent=4.0)
+    assert coarse["step"] == 1.0 and np.all(sigma < coarse["step"])
+    assert coarse["resolved"].tolist() == [False, False]
+    # Resolved in step, but the grid does not hold the posteriors (or the prior in z[1]).
+    narrow = ca4.quadrature_log_likelihood(model["decoder"], model["images"], z_mean, z_log_var,
+                                           points_per_side=64, extent=1.0)
+    assert np.all(sigma >= narrow["step"])
+    assert narrow["resolved"].tolist() == [False, False]
+
+
+def fitted_encoder(images: np.ndarray, z_mean: np.ndarray, z_log_var: np.ndarray) -> keras.Model:
+    """An encoder (Flatten -> two Dense) that maps each given image to its given posterior."""
+    pixels = keras.Input((28, 28, 1))
+    flat = keras.layers.Flatten()(pixels)
+    outputs = [keras.layers.Dense(2, name=name)(flat) for name in ("z_mean", "z_log_var")]
+    encoder = keras.Model(pixels, outputs)
+    # Least squares: a kernel K with x_i K = target_i for each (linearly independent) image;
+    # an image of zeros gets its target from the bias.
+    pixels = images.reshape(len(images), -1).astype(np.float64)
+    for name, target in (("z_mean", z_mean), ("z_log_var", z_log_var)):
+        target = np.asarray(target, np.float64)
+        if not pixels.any():
+            weights = [np.zeros((784, 2), np.float32), target[0].astype(np.float32)]
+        else:
+            weights = [(np.linalg.pinv(pixels) @ target).astype(np.float32),
+                       np.zeros(2, np.float32)]
+        encoder.get_layer(name).set_weights(weights)
+    return encoder
+
+
+def test_importance_sampling_matches_the_exact_integral(one_dimensional_model):
+    model = one_dimensional_model
+    images, posterior = model["images"], model["posterior"]
+    z_mean = np.stack([posterior[:, 0], np.zeros(2)], axis=1)
+    z_log_var = np.stack([np.log(posterior[:, 1]), np.zeros(2)], axis=1)
+    vae = ca4.VariationalAutoencoder(fitted_encoder(images, z_mean, z_log_var), model["decoder"])
+    mean, log_var = ca4.vae_encode(vae, images)
+    np.testing.assert_allclose(mean, z_mean, atol=1e-4)
+    np.testing.assert_allclose(log_var, z_log_var, atol=1e-4)
+    samples = 2000
+    found = ca4.importance_log_likelihood(vae, images, samples=samples, seed=0)
+    # The tolerance: with weights w = p(x, z) / q(z), the estimate log mean(w) has a standard
+    # deviation of about sqrt(rho / K) and a bias of about -rho / (2 K), where
+    # rho = Var_q(w) / E_q[w]^2 = integral of p(z0|x)^2 / q(z0) - 1 (z[1] cancels: there q is
+    # the prior and the decoder ignores it). rho is computed here for each image, by quadrature.
+    tolerances = []
+    for image, (m, v), exact in zip(images.reshape(2, -1), zip(mean[:, 0], np.exp(log_var[:, 0])),
+                                    model["exact"]):
+        def ratio(z, image=image, m=m, v=v, exact=exact):
+            log_posterior = (model["log_px_given"](image.astype(np.float64), np.array([z]))[0]
+                             + stats.norm.logpdf(z) - exact)
+            return math.exp(2 * log_posterior - stats.norm.logpdf(z, m, math.sqrt(v)))
+
+        rho = integrate.quad(ratio, m - 12 * math.sqrt(v), m + 12 * math.sqrt(v), epsabs=0,
+                             epsrel=1e-9, limit=200)[0] - 1
+        assert 0 <= rho < 0.05  # q is close to the posterior
+        # 5 standard deviations, the bias, and 2e-3 for the float32 sum over 784 pixels.
+        tolerances.append(5 * math.sqrt(rho / samples) + rho / (2 * samples) + 2e-3)
+    assert max(tolerances) < 0.03
+    np.testing.assert_array_less(np.abs(found["log_likelihood"] - model["exact"]), tolerances)
+    # The ELBO of the same samples lies below log p(x) by KL(q || posterior) >= 0.
+    assert np.all(found["elbo"] <= found["log_likelihood"])
+
+
+# ---------------------------------------------------------------------------------------------
+# likelihood_row and likelihood_rows
+# ---------------------------------------------------------------------------------------------
+
+
+def likelihood_inputs(shift: float, offset: float, resolved: np.ndarray, seed: int = 0):
+    """Importance and quadrature results of 200 images: quadrature = importance + shift."""
+    rng = np.random.default_rng(seed)
+    log_likelihood = -150.0 + offset + rng.normal(0.0, 10.0, 200)
+    gap = rng.uniform(1.0, 3.0, 200)
+    importance = {"log_likelihood": log_likelihood, "elbo": log_likelihood - gap}
+    quadrature = {"log_likelihood": log_likelihood + shift + rng.normal(0.0, 0.01, 200),
+                  "resolved": resolved, "step": 0.05, "extent": 4.0}
+    return importance, quadrature, gap
+
+
+def sd_over_root_n(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+@pytest.mark.parametrize("shift, agreement", [(0.05, "within"), (-0.05, "within"),
+                                              (0.3, "beyond"), (-0.3, "beyond")])
+def test_likelihood_row_of_constructed_estimates(shift, agreement):
+    resolved = np.arange(200) % 4 != 0  # three images in four
+    importance, quadrature, gap = likelihood_inputs(shift, 0.0, resolved)
+    floor = np.linspace(80.0, 120.0, 300)  # longer than the images: its first 200 count
+    row = ca4.likelihood_row(importance, quadrature, floor)
+    nll = -importance["log_likelihood"]
+    assert row["test_log_likelihood"] == pytest.approx(-nll.mean())
+    assert row["test_log_likelihood_se"] == pytest.approx(sd_over_root_n(nll))
+    assert row["likelihood_images"] == 200
+    # gap = -ELBO - (-log p(x)), per image and paired
+    assert row["variational_gap"] == pytest.approx(gap.mean())
+    assert row["variational_gap_se"] == pytest.approx(sd_over_root_n(gap))
+    assert row["neg_elbo_importance"] == pytest.approx((nll + gap).mean())
+    assert row["floor"] == pytest.approx(floor[:200].mean())
+    assert row["resolved_share"] == 0.75
+    assert row["quadrature_step"] == 0.05
+    difference = (quadrature["log_likelihood"] - importance["log_likelihood"])[resolved]
+    assert row["quadrature_minus_importance"] == pytest.approx(difference.mean())
+    assert row["quadrature_minus_importance_se"] == pytest.approx(sd_over_root_n(difference))
+    assert row["quadrature_log_likelihood"] == pytest.approx(
+        quadrature["log_likelihood"][resolved].mean())
+    assert row["agreement"] == agreement
+
+
+def test_likelihood_row_without_resolved_images_has_no_quadrature():
+    importance, quadrature, _ = likelihood_inputs(0.0, 0.0, np.zeros(200, bool))
+    row = ca4.likelihood_row(importance, quadrature, np.full(200, 90.0))
+    assert row["resolved_share"] == 0.0
+    assert not {"quadrature_log_likelihood", "quadrature_minus_importance",
+                "agreement"} & set(row)
+
+
+@pytest.mark.parametrize("value, se, expected", [
+    (0.05, 0.01, "within"), (-0.05, 0.01, "within"), (0.5, 0.02, "beyond"),
+    (-0.5, 0.02, "beyond"), (0.09, 0.05, "unclear"), (0.5, 2.0, "unclear")])
+def test_agreement_judges_the_interval_not_the_mean(value, se, expected):
+    # 1,000 images: the 95 % interval is about +-1.96 SE around the mean difference.
+    assert ca4.agreement_of(ca4.Estimate(value, se, 1000), tolerance=0.1) == expected
+
+
+def test_likelihood_rows_measure_each_against_the_best():
+    resolved = np.ones(200, bool)
+    importance, quadrature = {}, {}
+    for weight, offset in ((0.1, -5.0), (1.0, 0.0), (5.0, -20.0)):
+        importance[weight], quadrature[weight], _ = likelihood_inputs(0.0, offset, resolved)
+    rows = ca4.likelihood_rows(importance, quadrature, np.full(200, 90.0))
+    assert [row["kl_weight"] for row in rows] == [0.1, 1.0, 5.0]
+    # The same per-image noise (seed 0) for every weight: the differences are the offsets.
+    assert [row["nll_above_best"] for row in rows] == pytest.approx([5.0, 0.0, 20.0])
+    assert [row["nll_above_best_se"] for row in rows] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    assert rows[1]["agreement"] == "within" and rows[1]["test_log_likelihood"] == pytest.approx(
+        importance[1.0]["log_likelihood"].mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# vae_sweep_rows
+# ---------------------------------------------------------------------------------------------
+
+COUNT = 400
+
+
+def sweep_terms(seed: int = 0) -> dict[float, dict[str, np.ndarray]]:
+    """Per-image terms of three constructed models. Dimension 1 of weight 5 is inactive
+    (Var(mu) = 0.05^2); a quarter of the images have a prior-like posterior in dimension 1."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(150.0, 20.0, COUNT)
+    terms = {}
+    for weight, (offset, spread, kl_level) in {0.1: (0.0, 1.5, 8.0), 1.0: (5.0, 1.0, 4.0),
+                                              5.0: (12.0, 0.05, 1.0)}.items():
+        z_mean = np.stack([rng.normal(0.0, 1.0, COUNT), rng.normal(0.0, spread, COUNT)], axis=1)
+        z_log_var = rng.uniform(-2.0, -0.5, (COUNT, 2))
+        kl = np.stack([np.full(COUNT, kl_level), np.where(np.arange(COUNT) < COUNT // 4, 0.001,
+                                                          kl_level / 2)], axis=1)
+        reconstruction = base + offset + rng.normal(0.0, 1.0, COUNT)
+        terms[weight] = {"reconstruction": reconstruction, "mean_reconstruction":
+                         reconstruction - 3.0, "kl_per_dimension": kl, "kl": kl.sum(axis=1),
+                         "z_mean": z_mean, "z_log_var": z_log_var}
+    return terms
+
+
+def test_vae_sweep_rows_of_constructed_terms():
+    terms = sweep_terms()
+    recognised = {w: np.random.default_rng(int(10 * w)).uniform(size=COUNT) < share
+                  for w, share in ((0.1, 0.9), (1.0, 0.8), (5.0, 0.5))}
+    rows = ca4.vae_sweep_rows(terms, {0.1: 20, 1.0: 21, 5.0: 22}, recognised)
+    weights = [0.1, 1.0, 5.0]
+    assert [row["kl_weight"] for row in rows] == weights
+    assert [row["epochs"] for row in rows] == [20, 21, 22]
+    neg_elbo = {w: terms[w]["reconstruction"] + terms[w]["kl"] for w in weights}
+    best = min(weights, key=lambda w: neg_elbo[w].mean())
+    for index, (row, weight) in enumerate(zip(rows, weights)):
+        t = terms[weight]
+        assert row["n"] == COUNT
+        for name, values in (("reconstruction", t["reconstruction"]), ("kl", t["kl"]),
+                             ("neg_elbo", neg_elbo[weight]),
+                             ("mean_code_reconstruction", t["mean_reconstruction"])):
+            assert row[name] == pytest.approx(values.mean())
+            assert row[f"{name}_se"] == pytest.approx(sd_over_root_n(values))
+        assert row["weighted_loss"] == pytest.approx(
+            t["reconstruction"].mean() + weight * t["kl"].mean())
+        assert row["recognised"] == pytest.approx(recognised[weight].mean())
+        above = neg_elbo[weight] - neg_elbo[best]
+        assert row["neg_elbo_above_best"] == pytest.approx(above.mean(), abs=1e-12)
+        assert row["neg_elbo_above_best_se"] == pytest.approx(
+            sd_over_root_n(above) if weight != best else 0.0, abs=1e-12)
+        assert row["kl_per_dimension"] == pytest.approx(t["kl_per_dimension"].mean(axis=0).tolist())
+        assert row["prior_like_share"] == pytest.approx([0.0, 0.25])
+        variance = t["z_mean"].var(axis=0)
+        assert row["mean_variance"] == pytest.approx(variance.tolist())
+        aggregate = variance + np.exp(t["z_log_var"]).mean(axis=0)
+        assert row["aggregate_variance"] == pytest.approx(aggregate.tolist())
+        assert row["prior_mismatch"] == pytest.approx(np.abs(aggregate - 1).sum())
+        if index:
+            previous = terms[weights[index - 1]]
+            difference = t["reconstruction"] - previous["reconstruction"]
+            assert row["reconstruction_change"] == pytest.approx(difference.mean())
+            assert row["reconstruction_change_se"] == pytest.approx(sd_over_root_n(difference))
+            assert row["kl_change"] == pytest.approx(t["kl"].mean() - previous["kl"].mean())
+            assert row["recognised_change"] == pytest.approx(
+                recognised[weight].mean() - recognised[weights[index - 1]].mean())
+            assert row["prior_mismatch_change"] == pytest.approx(
+                row["prior_mismatch"] - rows[index - 1]["prior_mismatch"])
+        else:
+            assert "reconstruction_change" not in row and "prior_mismatch_change" not in row
+    # Burda et al.: a dimension is active where Var_x(mu_d) > 0.01; dimension 1 of weight 5
+    # has Var about 0.0025.
+    assert [row["active_dimensions"] for row in rows] == [2, 2, 1]
+    # Weight 1 has the lowest mean negative ELBO by construction: 10.5 + base against 11.0
+    # and 13.4.
+    assert best == 1.0 and rows[1]["neg_elbo_above_best"] == 0.0
+
+
+def test_vae_sweep_rows_prior_mismatch_standard_error_against_an_own_bootstrap():
+    terms = sweep_terms(1)
+    rows = ca4.vae_sweep_rows(terms, dict.fromkeys(terms, 1))
+    rng = np.random.default_rng(123)
+    draws = [rng.integers(0, COUNT, COUNT) for _ in range(2000)]
+
+    def mismatch(t, index):
+        variance = t["z_mean"][index].var(axis=0) + np.exp(t["z_log_var"][index]).mean(axis=0)
+        return np.abs(variance - 1).sum()
+
+    replicated = {w: np.array([mismatch(t, d) for d in draws]) for w, t in terms.items()}
+    for row, weight in zip(rows, terms):
+        # 200 replicates estimate an SD to within about 5 %.
+        assert row["prior_mismatch_se"] == pytest.approx(replicated[weight].std(ddof=1), rel=0.25)
+    assert rows[2]["prior_mismatch_change_se"] == pytest.approx(
+        (replicated[5.0] - replicated[1.0]).std(ddof=1), rel=0.25)
+    assert "recognised" not in rows[0]
+
+
+def test_vae_sweep_rows_of_constant_posteriors_have_an_exact_prior_mismatch():
+    z_mean, z_log_var = np.zeros((50, 2)), np.tile([math.log(0.25), 0.0], (50, 1))
+    terms = {1.0: {"reconstruction": np.full(50, 100.0), "mean_reconstruction": np.full(50, 90.0),
+                   "kl_per_dimension": closed_form_kl(z_mean, z_log_var),
+                   "kl": closed_form_kl(z_mean, z_log_var).sum(axis=1), "z_mean": z_mean,
+                   "z_log_var": z_log_var}}
+    (row,) = ca4.vae_sweep_rows(terms, {1.0: 3})
+    assert row["aggregate_variance"] == pytest.approx([0.25, 1.0])
+    assert row["prior_mismatch"] == pytest.approx(0.75)
+    assert row["prior_mismatch_se"] == 0.0
+    assert row["active_dimensions"] == 0  # no mean moves with the image
+    assert row["prior_like_share"] == [0.0, 1.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# latent_space_rows
+# ---------------------------------------------------------------------------------------------
+
+GRID_SIZE, GRID_EXTENT = 15, 2.0
+
+
+def cluster_codes(labels: np.ndarray, seed: int) -> np.ndarray:
+    centres = np.stack([np.cos(labels * 0.6), np.sin(labels * 0.6)], axis=1) * 1.5
+    return centres + np.random.default_rng(seed).normal(0.0, 0.02, centres.shape)
+
+
+def expected_prior_coverage(samples: int) -> float:
+    """The expected share of the grid's cells that `samples` draws of N(0, I) reach."""
+    edges = np.linspace(-GRID_EXTENT, GRID_EXTENT, GRID_SIZE + 1)
+    mass = np.diff(stats.norm.cdf(edges))
+    cell = np.outer(mass, mass)
+    return float(np.mean(1 - (1 - cell) ** samples))
+
+
+def test_latent_space_rows_of_constructed_codes_and_decoders():
+    count = 2000
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, count)
+    reference_labels = np.repeat(np.arange(10), 30)
+    w0, bias = rng.normal(0.0, 1.0, 784), rng.normal(0.0, 1.0, 784)
+    terms = {1.0: {"z": np.full((count, 2), 0.1), "z_mean": cluster_codes(labels, 1)},
+             5.0: {"z": rng.uniform(-GRID_EXTENT, GRID_EXTENT, (count, 2)),
+                   "z_mean": cluster_codes((labels + 1) % 10, 2)}}
+    decoders = {1.0: linear_decoder(np.zeros(784), bias), 5.0: linear_decoder(w0, bias)}
+    reference = {w: (cluster_codes(reference_labels, 3), reference_labels) for w in terms}
+    rows = ca4.latent_space_rows(terms, decoders, labels, reference, GRID_SIZE, GRID_EXTENT,
+                                 seed=0)
+    prior, constant, spread = rows
+    assert prior["model"] == "prior N(0, I)" and prior["kl_weight"] is None
+    assert prior["coverage"] == pytest.approx(expected_prior_coverage(count), abs=0.05)
+    assert 0 < prior["coverage_se"] < 0.05 and prior["n"] == count
+    # Every sample in one cell.
+    assert constant["model"] == "KL weight 1" and constant["kl_weight"] == 1.0
+    assert constant["coverage"] == pytest.approx(1 / GRID_SIZE**2)
+    assert constant["coverage_se"] == 0.0
+    assert spread["coverage"] > 0.99
+    # A decoder that ignores z: no change between neighbouring tiles.
+    assert (constant["neighbour_change"], constant["own_neighbour_change"],
+            constant["largest_change"]) == (0.0, 0.0, 0.0)
+    # A decoder that reads z[0] only: tiles change along z[0] and not along z[1]; half of the
+    # neighbour pairs are along z[0].
+    steps = np.linspace(-GRID_EXTENT, GRID_EXTENT, GRID_SIZE)
+    w0, bias = (v.astype(np.float64) for v in (decoders[5.0].layers[1].get_weights()[0][0],
+                                               decoders[5.0].layers[1].get_weights()[1]))
+    pixels = 1 / (1 + np.exp(-(np.multiply.outer(steps, w0) + bias)))
+    along_z0 = np.abs(np.diff(pixels, axis=0)).mean(axis=1)
+    assert spread["change_along"][1] == 0.0
+    assert spread["change_along"][0] == pytest.approx(along_z0.mean(), rel=1e-4)
+    assert spread["neighbour_change"] == pytest.approx(along_z0.mean() / 2, rel=1e-4)
+    assert spread["largest_change"] == pytest.approx(along_z0.max(), rel=1e-4)
+    low, high = np.percentile(terms[5.0]["z"][:, 0], [1, 99])
+    own_pixels = 1 / (1 + np.exp(-(np.multiply.outer(np.linspace(low, high, GRID_SIZE), w0)
+                                   + bias)))
+    assert spread["own_neighbour_change"] == pytest.approx(
+        np.abs(np.diff(own_pixels, axis=0)).mean() / 2, rel=1e-4)
+    # kNN: weight 1's codes sit at their digit's cluster, weight 5's at the next digit's.
+    assert constant["knn"] == 1.0 and spread["knn"] == 0.0
+    adjusted = (count + 2) / (count + 4)
+    assert constant["knn_se"] == pytest.approx(math.sqrt(adjusted * (1 - adjusted) / (count + 4)))
+    assert constant["z_std"] == pytest.approx(terms[1.0]["z_mean"].std(axis=0).tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# generation_row
+# ---------------------------------------------------------------------------------------------
+
+
+def test_generation_row_of_an_uneven_set_of_digits():
+    counts = np.array([30, 20, 10, 10, 10, 5, 5, 5, 3, 2])
+    digits = np.repeat(np.arange(10), counts)
+    confidences = np.where(np.arange(100) % 4 == 0, 0.5, 0.97)  # 25 unconfident
+    row = ca4.generation_row("uneven", digits, confidences, seed=1)
+    shares = counts / 100
+    assert row["samples"] == row["n"] == 100
+    assert row["digit_counts"] == counts.tolist()
+    assert row["confident_share"] == 0.75
+    assert row["confident_share_se"] == pytest.approx(math.sqrt(77 / 104 * 27 / 104 / 104))
+    assert row["digit_entropy"] == pytest.approx(-(shares * np.log(shares)).sum() / math.log(10))
+    assert row["least_digit_share"] == pytest.approx(0.02)
+    assert 0 < row["digit_entropy_se"] < 0.1 and 0 < row["least_digit_share_se"] < 0.05
+
+
+def test_generation_row_of_a_digit_that_is_never_read():
+    digits = np.repeat(np.arange(9), 10)  # no 9
+    row = ca4.generation_row("no nines", digits, np.ones(90))
+    assert row["least_digit_share"] == 0.0
+    assert row["digit_entropy"] == pytest.approx(math.log(9) / math.log(10))
+
+
+@pytest.mark.parametrize("digits, confidences, message", [
+    (np.array([], int), np.array([]), "digits: expected at least one classified image"),
+    (np.array([1, 2]), np.array([0.5]), r"confidences: expected one per digit, shape \(2,\)"),
+    (np.array([1, 10]), np.array([0.5, 0.5]), "digits: expected digits 0-9"),
+])
+def test_generation_row_rejects_bad_input(digits, confidences, message):
+    with pytest.raises(ValueError, match=message):
+        ca4.generation_row("bad", digits, confidences)
+
+
+# ---------------------------------------------------------------------------------------------
+# decode_paths, interpolation_rows
+# ---------------------------------------------------------------------------------------------
+
+
+def test_decode_paths_run_from_one_mean_code_to_the_other():
+    ca4.set_seed(0)
+    model = ca4.build_vae(2, kl_weight=1.0, seed=0)
+    images = uniform_images(4, seed=3)
+    pairs = np.array([[0, 3], [2, 1]])
+    paths = ca4.decode_paths(model, images, pairs, frames=5)
+    assert paths.shape == (2, 5, 28, 28, 1)
+    z_mean = np.asarray(model.encoder(images, training=False)[0])
+
+    def decode(code):
+        return np.asarray(model.decoder(np.asarray([code], np.float32)))[0]
+
+    for path, (a, b) in zip(paths, pairs):
+        np.testing.assert_allclose(path[0], decode(z_mean[a]), atol=1e-5)
+        np.testing.assert_allclose(path[-1], decode(z_mean[b]), atol=1e-5)
+        np.testing.assert_allclose(path[2], decode((z_mean[a] + z_mean[b]) / 2), atol=1e-5)
+    with pytest.raises(ValueError, match=r"pairs: expected an array of index pairs \(P, 2\)"):
+        ca4.decode_paths(model, images, np.array([0, 1, 2]))
+
+
+def stamp_classifier() -> keras.Model:
+    """Reads digit d where pixel row d is lit: Flatten -> Dense(10, softmax), weight 1 from each
+    pixel of row d to digit d. One lit row gives that digit with probability ~1; two lit rows
+    give each 0.5; a blank image gives 0.1 for every digit."""
+    pixels = keras.Input((28, 28, 1))
+    dense = keras.layers.Dense(10, activation="softmax")
+    model = keras.Model(pixels, dense(keras.layers.Flatten()(pixels)))
+    kernel = np.zeros((784, 10), np.float32)
+    for digit in range(10):
+        kernel[28 * digit:28 * (digit + 1), digit] = 1.0
+    dense.set_weights([kernel, np.zeros(10, np.float32)])
+    return model
+
+
+def constant_classifier(digit: int) -> keras.Model:
+    """Always reads `digit` with probability ~1: zero kernel, a large bias."""
+    pixels = keras.Input((28, 28, 1))
+    dense = keras.layers.Dense(10, activation="softmax")
+    model = keras.Model(pixels, dense(keras.layers.Flatten()(pixels)))
+    bias = np.zeros(10, np.float32)
+    bias[digit] = 30.0
+    dense.set_weights([np.zeros((784, 10), np.float32), bias])
+    return model
+
+
+def frame(*rows: int) -> np.ndarray:
+    image = np.zeros((28, 28, 1), np.float32)
+    for row in rows:
+        image[row] = 1.0
+    return image
+
+
+def test_interpolation_rows_unclear_share_of_constructed_frames():
+    # Paths of 6 frames between digit 2 and digit 7; the 4 interior frames are read as:
+    # path 0: 2, 7, 7, 2 (all clear); path 1: 2, 5 (another digit), 2+7 (probability 0.5
+    # each), blank (0.1): 3 of 4 unclear.
+    clear = [frame(2), frame(2), frame(7), frame(7), frame(2), frame(7)]
+    mixed = [frame(2), frame(2), frame(5), frame(2, 7), frame(), frame(7)]
+    paths = {"baseline": np.stack([np.stack(clear), np.stack(mixed)]),
+             "vae": np.stack([np.stack(mixed), np.stack(mixed)])}
+    ends = np.array([[2, 7], [7, 2]])
+    rows = ca4.interpolation_rows(paths, ends, stamp_classifier())
+    assert [row["model"] for row in rows] == ["baseline", "vae"]
+    assert [row["frames"] for row in rows] == [6, 6]
+    assert rows[0]["unclear"] == pytest.approx((0 + 0.75) / 2)
+    assert rows[1]["unclear"] == pytest.approx(0.75)
+    assert rows[1]["unclear_change"] == pytest.approx(0.75 / 2)
+    smoothness = {name: [ca4.path_smoothness(p) for p in path] for name, path in paths.items()}
+    assert rows[0]["smoothness"] == pytest.approx(np.mean(smoothness["baseline"]))
+    assert rows[1]["smoothness_change"] == pytest.approx(
+        np.mean(np.subtract(smoothness["vae"], smoothness["baseline"])))
+    assert rows[0]["n"] == 2
+
+
+def test_interpolation_rows_with_a_classifier_that_always_reads_3():
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(size=(4, 10, 28, 28, 1)).astype(np.float32)
+    ends = np.array([[3, 5], [1, 3], [3, 3], [0, 9]])
+    rows = ca4.interpolation_rows({"model": frames, "other": frames[::-1].copy()}, ends,
+                                  constant_classifier(3))
+    # Unclear per path: 0 where an end is a 3, 1 otherwise; the first model's mean is 1/4.
+    assert rows[0]["unclear"] == pytest.approx(0.25)
+    assert rows[0]["unclear_se"] == pytest.approx(0.25)  # sd of (0, 0, 0, 1) is 0.5, over 2
+    assert rows[1]["unclear"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match=r"ends: expected the two digits of each of 4 paths"):
+        ca4.interpolation_rows({"model": frames}, ends[:3], constant_classifier(3))
+
+
+# ---------------------------------------------------------------------------------------------
+# cached_analysis
+# ---------------------------------------------------------------------------------------------
+
+class Calls:
+    """Counts calls. An object, not a dict: the cache key describes a dict that a function
+    reads by its contents, and a count in it would change the key at every call."""
+
+    count = 0
+
+
+CALLS = Calls()
+
+
+def counted_analysis(values: np.ndarray, scale: float = 1.0) -> dict:
+    CALLS.count += 1
+    return {"total": float(np.sum(values) * scale), "doubled": 2 * np.asarray(values),
+            "name": "sum"}
+
+
+def counted_analysis_edited(values: np.ndarray, scale: float = 1.0) -> dict:
+    CALLS.count += 1
+    return {"total": float(np.sum(values) * scale) + 1.0, "doubled": 2 * np.asarray(values),
+            "name": "sum"}
+
+
+def model_analysis(model: keras.Model) -> dict:
+    CALLS.count += 1
+    return {"total": float(sum(np.sum(w) for w in model.get_weights()))}
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CA4_BUILD_DIR", str(tmp_path))
+    CALLS.count = 0
+    return tmp_path / "cache" / "analyses"
+
+
+def test_cached_analysis_computes_once_then_loads(private_cache):
+    values = np.arange(5.0)
+    first = ca4.cached_analysis(counted_analysis, values, scale=2.0)
+    second = ca4.cached_analysis(counted_analysis, values, scale=2.0)
+    assert CALLS.count == 1
+    assert first["total"] == second["total"] == 20.0
+    assert isinstance(second["total"], float) and second["name"] == "sum"
+    np.testing.assert_array_equal(second["doubled"], 2 * values)
+    assert len(list(private_cache.glob("counted_analysis-*.npz"))) == 1
+
+
+def test_cached_analysis_recomputes_for_other_arguments(private_cache):
+    values = np.arange(5.0)
+    ca4.cached_analysis(counted_analysis, values, scale=2.0)
+    assert ca4.cached_analysis(counted_analysis, values, scale=3.0)["total"] == 30.0
+    assert ca4.cached_analysis(counted_analysis, values + 1, scale=2.0)["total"] == 30.0
+    assert ca4.cached_analysis(counted_analysis, values.astype(np.float32), scale=2.0)[
+        "total"] == 20.0
+    assert CALLS.count == 4
+    ca4.cached_analysis(counted_analysis, values, scale=3.0)
+    assert CALLS.count == 4
+
+
+def test_cached_analysis_recomputes_for_an_edited_function(private_cache, monkeypatch):
+    values = np.arange(5.0)
+    assert ca4.cached_analysis(counted_analysis, values)["total"] == 10.0
+    # The same function, its code replaced (as an edit with %autoreload would).
+    monkeypatch.setattr(counted_analysis, "__code__", counted_analysis_edited.__code__)
+    assert ca4.cached_analysis(counted_analysis, values)["total"] == 11.0
+    assert CALLS.count == 2
+
+
+def test_cached_analysis_recomputes_for_a_changed_model_weight(private_cache):
+    ca4.set_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    before = ca4.cached_analysis(model_analysis, model)["total"]
+    ca4.cached_analysis(model_analysis, model)
+    assert CALLS.count == 1
+    kernel = model.layers[0].kernel
+    original = kernel.numpy()
+    kernel.assign(original + 1.0)
+    assert ca4.cached_analysis(model_analysis, model)["total"] == pytest.approx(before + 6.0)
+    assert CALLS.count == 2
+    kernel.assign(original)
+    assert ca4.cached_analysis(model_analysis, model)["total"] == pytest.approx(before)
+    assert CALLS.count == 2  # the first result, from the cache
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a zip archive", b"PK\x03\x04broken"])
+def test_cached_analysis_recomputes_a_damaged_cache_file(private_cache, damage):
+    values = np.arange(3.0)
+    ca4.cached_analysis(counted_analysis, values)
+    (path,) = private_cache.glob("counted_analysis-*.npz")
+    path.write_bytes(damage)
+    assert ca4.cached_analysis(counted_analysis, values)["total"] == 3.0
+    assert CALLS.count == 2
+    assert ca4.cached_analysis(counted_analysis, values)["total"] == 3.0
+    assert CALLS.count == 2  # the file was written again, whole
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots: rate-distortion plane, latent grids over given bounds
+# ---------------------------------------------------------------------------------------------
+
+RATE_ROWS = [
+    {"kl_weight": 0.1, "kl": 9.0, "kl_se": 0.2, "reconstruction": 140.0,
+     "reconstruction_se": 1.0, "neg_elbo": 149.0, "n": 1000},
+    {"kl_weight": 1.0, "kl": 6.0, "kl_se": 0.1, "reconstruction": 145.0,
+     "reconstruction_se": 0.8, "neg_elbo": 151.0, "n": 1000},
+    {"kl_weight": 5.0, "kl": 2.5, "kl_se": 0.05, "reconstruction": 160.0,
+     "reconstruction_se": 1.2, "neg_elbo": 162.5, "n": 1000},
+]
+
+
+def test_plot_rate_distortion_lines_of_equal_elbo_and_slopes():
+    figure = ca4.plot_rate_distortion(RATE_ROWS)
+    (axis,) = figure.axes
+    dashed = [line for line in axis.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == len(RATE_ROWS)
+    for line, row in zip(dashed, RATE_ROWS):
+        x, y = (np.asarray(v, float) for v in line.get_data())
+        np.testing.assert_allclose(x + y, row["neg_elbo"], rtol=1e-12)
+    segments = [line for line in axis.lines
+                if line.get_linestyle() == "-" and len(line.get_xdata()) == 2]
+    assert len(segments) == len(RATE_ROWS)
+    for line, row in zip(segments, RATE_ROWS):
+        x, y = (np.asarray(v, float) for v in line.get_data())
+        assert (y[1] - y[0]) / (x[1] - x[0]) == pytest.approx(-row["kl_weight"])
+        # through the model's point
+        assert np.interp(row["kl"], x, y) == pytest.approx(row["reconstruction"])
+    _, labels = axis.get_legend_handles_labels()
+    assert labels[0] == "equal negative ELBO"
+    assert labels[1:] == ["KL weight 0.1: negative ELBO 149.0", "KL weight 1: negative ELBO 151.0",
+                          "KL weight 5: negative ELBO 162.5"]
+    assert "rate" in axis.get_xlabel() and "distortion" in axis.get_ylabel()
+
+
+def test_plot_rate_distortion_error_bars_are_95_percent_intervals():
+    figure = ca4.plot_rate_distortion(RATE_ROWS)
+    (axis,) = figure.axes
+    quantile = stats.t.ppf(0.975, 999)
+    for container, row in zip(axis.containers, RATE_ROWS):
+        horizontal, vertical = container.lines[2]
+        (x0, y0), (x1, _) = horizontal.get_segments()[0]
+        assert (x1 - x0) / 2 == pytest.approx(quantile * row["kl_se"])
+        assert y0 == pytest.approx(row["reconstruction"])
+        (_, y0), (_, y1) = vertical.get_segments()[0]
+        assert (y1 - y0) / 2 == pytest.approx(quantile * row["reconstruction_se"])
+
+
+def test_plot_rate_distortion_needs_rows():
+    with pytest.raises(ValueError, match="rows: expected at least one row of the sweep"):
+        ca4.plot_rate_distortion([])
+
+
+def tick_values(axis, which: str) -> tuple[np.ndarray, np.ndarray]:
+    get_ticks, get_labels = ((axis.get_xticks, axis.get_xticklabels) if which == "x"
+                             else (axis.get_yticks, axis.get_yticklabels))
+    labels = np.array([float(label.get_text().replace("\u2212", "-")) for label in get_labels()])
+    return np.asarray(get_ticks(), float), labels
+
+
+@pytest.mark.parametrize("bounds", [((-1.0, 3.0), (0.5, 2.0)), ((10.0, 12.0), (-6.0, -1.0))])
+def test_plot_latent_grids_ticks_follow_the_bounds(bounds):
+    rng = np.random.default_rng(0)
+    decoder = linear_decoder(rng.normal(size=784), np.zeros(784), rng.normal(size=784))
+    points = 9
+    figure = ca4.plot_latent_grids({"vae": decoder}, points_per_side=points,
+                                   bounds={"vae": bounds})
+    (axis,) = figure.axes
+    (x_low, x_high), (y_low, y_high) = bounds
+    positions, labels = tick_values(axis, "x")
+    assert len(labels) >= 2 and labels.min() >= x_low and labels.max() <= x_high
+    # The centre of tile i (pixel 28 i + 13.5) sits at low + i (high - low) / (points - 1).
+    np.testing.assert_allclose(x_low + (positions - 13.5) / 28 * (x_high - x_low) / (points - 1),
+                               labels, atol=1e-6)
+    positions, labels = tick_values(axis, "y")
+    assert len(labels) >= 2 and labels.min() >= y_low and labels.max() <= y_high
+    # Rows run from high z[1] at the top.
+    np.testing.assert_allclose(y_high - (positions - 13.5) / 28 * (y_high - y_low) / (points - 1),
+                               labels, atol=1e-6)
+    # The top-left tile decodes (z0 low, z1 high).
+    grid = np.asarray(axis.images[0].get_array())
+    np.testing.assert_allclose(grid[:28, :28], np.asarray(decoder(np.array(
+        [[x_low, y_high]], np.float32)))[0, ..., 0], atol=1e-6)
+
+
+def test_plot_latent_grids_rejects_bounds_for_other_runs():
+    decoder = linear_decoder(np.zeros(784), np.zeros(784))
+    with pytest.raises(ValueError, match=r"bounds: expected bounds for \['a'\]"):
+        ca4.plot_latent_grids({"a": decoder}, bounds={"b": ((0, 1), (0, 1))})
