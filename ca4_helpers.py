@@ -112,7 +112,7 @@ KL_WEIGHTS = (0.1, 1.0, 5.0)
 BATCH_SIZE = 128
 # Predictions go through the network in large batches; the batch size does not change results.
 PREDICT_BATCH_SIZE = 1000
-# Bump when the cache file format changes (the key already covers the code, see training_key).
+# Bump when the cache file format changes (the key already covers the code, see _training_key).
 CACHE_FORMAT_VERSION = 2
 
 
@@ -1563,11 +1563,6 @@ def per_image_squared_error(targets: np.ndarray, predictions: np.ndarray) -> np.
     return (differences ** 2).reshape(len(targets), -1).mean(axis=1)
 
 
-def mean_squared_error(targets: np.ndarray, predictions: np.ndarray) -> float:
-    """Return the mean per-pixel squared error between two image arrays."""
-    return float(per_image_squared_error(targets, predictions).mean())
-
-
 def dead_unit_share(encoder: keras.Model, images: np.ndarray) -> float:
     """Return the share of the encoder's ReLU units (channels) that stay 0 on every image."""
     relu_layers = [layer for layer in encoder.layers
@@ -2166,6 +2161,8 @@ def latent_space_rows(terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
         rows.append({"model": f"KL weight {weight:g}", "kl_weight": float(weight),
                      "n": covered.n, "coverage": covered.value, "coverage_se": covered.se,
                      "z_std": terms["z_mean"].std(axis=0).tolist(),
+                     "active_dimensions": int(np.sum(terms["z_mean"].var(axis=0)
+                                                     > ACTIVE_VARIANCE)),
                      "neighbour_change": change.value, "neighbour_change_se": change.se,
                      "change_along": [float(a.mean()) for a in fixed["along"]],
                      "own_neighbour_change": own_change.value,
@@ -3294,6 +3291,9 @@ def continuity_paragraph(space_rows: Sequence[Mapping[str, Any]],
         f"the mean pixel change is {changes}: "
         f"smoothest at weight {smoothest['kl_weight']:g}"
         + (f", not clearly smoother than at {weights_text(ties)}" if ties else "")
+        + (" (partly because its grid repeats along an inactive dimension)"
+           if "active_dimensions" in smoothest
+           and smoothest["active_dimensions"] < len(smoothest["z_std"]) else "")
         + f". The kNN accuracy of the mean codes is "
         f"{joined([percent(r['knn']) for r in models], '', ' / ')}: best at weight "
         f"{clustered['kl_weight']:g}"

@@ -676,6 +676,16 @@ def test_continuity_paragraph_smoothness_and_knn_with_clear_bests():
     assert "not clearly" not in text.split("Along straight paths")[0]
 
 
+def test_continuity_paragraph_says_when_the_smoothest_grid_repeats():
+    rows = space_rows()
+    rows[3].update(active_dimensions=1, z_std=[1.1, 0.004])  # weight 5: one dimension inactive
+    text = ca4.continuity_paragraph(rows, interpolation_rows(), 2.0)
+    assert ("smoothest at weight 5 (partly because its grid repeats along an inactive "
+            "dimension).") in text
+    rows[3].update(active_dimensions=2)
+    assert "repeats" not in ca4.continuity_paragraph(rows, interpolation_rows(), 2.0)
+
+
 def test_continuity_paragraph_ties_in_smoothness_and_knn():
     text = ca4.continuity_paragraph(
         space_rows(own=((0.05, 0.002), (0.051, 0.002), (0.08, 0.002)),

@@ -51,7 +51,7 @@ CASES = [
     ("images", ValueError, lambda: ca4.add_gaussian_noise(np.zeros((2, 28, 28), np.float32), 0.1)),
     ("images", ValueError, lambda: ca4.add_gaussian_noise(np.zeros((28, 28, 1), np.float32), 0.1)),
     ("images", ValueError, lambda: ca4.predict(None, np.zeros((2, 32, 32, 1), np.float32))),
-    ("targets", ValueError, lambda: ca4.mean_squared_error(np.zeros((2, 28, 28, 3), np.float32), GOOD)),
+    ("targets", ValueError, lambda: ca4.per_image_squared_error(np.zeros((2, 28, 28, 3), np.float32), GOOD)),
     ("images", ValueError, lambda: ca4.add_gaussian_noise(np.zeros((2, 28, 28, 1), np.uint8), 0.1)),
     ("train_images", ValueError, lambda: train(train_images=with_value(np.nan))),
     ("validation_images", ValueError, lambda: train(validation_images=with_value(np.inf))),
