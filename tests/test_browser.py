@@ -241,17 +241,21 @@ class NotebookPage:
             time.sleep(POLL_SECONDS)
 
     def problems(self, state: dict[str, Any]) -> list[str]:
-        """Cells that did not run, and error or stderr outputs, with their text."""
-        found = []
+        """Error and stderr outputs with their text, then the code cells that did not run."""
+        found, skipped = [], []
         for index, cell in enumerate(state["cells"]):
             if cell["code"] and not re.fullmatch(r"\[\d+\]:", cell["prompt"]):
-                found.append(f"{describe(self.notebook, index)} did not run "
-                             f"(prompt {cell['prompt']!r})")
+                skipped.append(index)
             for output in cell["outputs"]:
                 if output["mime"] == STDERR:
                     kind = "raised" if "Traceback" in output["text"] else "wrote to stderr"
                     found.append(f"{describe(self.notebook, index)} {kind}:\n"
                                  f"{output['text'][-1500:]}")
+        if skipped:
+            found.append(f"{len(skipped)} code cell(s) did not run: "
+                         f"{describe(self.notebook, skipped[0])} and cells "
+                         f"{', '.join(map(str, skipped[1:]))}" if len(skipped) > 1 else
+                         f"{describe(self.notebook, skipped[0])} did not run")
         return found
 
     def stdout_lines(self, state: dict[str, Any]) -> list[tuple[int, str]]:
