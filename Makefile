@@ -95,7 +95,7 @@ pdf: venv pdf-tools
 lab: venv
 	@$(VPY) -c 'import os, sys; from jupyter_client.kernelspec import KernelSpecManager; \
 	  spec = KernelSpecManager().get_kernel_spec("python3"); command = spec.argv[0]; \
-	  command = sys.executable if command in ("python", "python3") else command; \
+	  command = sys.executable if command in ("python", "python3", "python3.11") else command; \
 	  ours = os.path.realpath(command) == os.path.realpath(sys.executable); \
 	  print(f"make lab: the notebook kernel {spec.display_name!r} runs {command}" + ("" if ours else \
 	    f", not this environment'"'"'s Python: remove {spec.resource_dir} or choose another kernel"))'
