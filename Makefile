@@ -16,13 +16,17 @@ export CA4_PROFILE
 REQUIREMENTS_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
 VENV_STAMP := $(VENV)/.installed-$(REQUIREMENTS_HASH)
 PDF_PACKAGES := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc
+# The browser test (tests/test_browser.py) drives Debian's Chromium with Playwright.
+BROWSER_PACKAGES := chromium
+# Extra options for `make lab`, for example LAB_ARGS="--port=8899 --no-browser".
+LAB_ARGS ?=
 
-.PHONY: help venv test run execute pdf pdf-tools lab lint bench clean distclean
+.PHONY: help venv test run execute pdf pdf-tools browser-tools lab lint bench clean distclean
 
 help:
 	@echo "make run        full assignment (CA4_PROFILE=full|fast) -> build/ca4.ipynb, build/ca4.pdf"
 	@echo "make test       run the tests (creates .venv if needed)"
-	@echo "make lab        open ca4.ipynb in JupyterLab"
+	@echo "make lab        open ca4.ipynb in JupyterLab (the latent-space explorer works there)"
 	@echo "make pdf        export build/ca4.ipynb to build/ca4.pdf again"
 	@echo "make bench      training, whole-epoch and latent-grid benchmarks -> build/bench.json"
 	@echo "make lint       ruff over the Python files and the notebook"
@@ -35,11 +39,12 @@ $(VENV_STAMP): requirements.txt
 	@if [ ! -x $(VPY) ] || ! $(VPY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
 	  echo "creating $(VENV) with $(PYTHON)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
 	@$(VPY) -c 'import sys; sys.version_info[:2] == (3, 11) or print("warning: ca4 is pinned for Python 3.11, this is", sys.version.split()[0])'
+	@echo "installing the pinned packages of requirements.txt into $(VENV) (a few minutes the first time)"
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-test: venv
+test: venv browser-tools
 	$(VPY) -m pytest
 
 # PDF export needs xelatex and pandoc: install them when we may (root with apt), else say how.
@@ -53,6 +58,20 @@ pdf-tools:
 	    echo "error: PDF export needs$$missing. Install them with:"; \
 	    echo "  sudo apt-get install --no-install-recommends $(PDF_PACKAGES)"; \
 	    echo "(other systems: a TeX distribution with xelatex, and pandoc)"; exit 1; \
+	  fi; \
+	fi
+
+# The browser test needs Chromium: install Debian's when we may (root with apt), else say how
+# (the test then skips, except in CI, where CA4_REQUIRE_BROWSER=1 makes it fail).
+browser-tools:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Chromium for the browser test ($(BROWSER_PACKAGES)) with apt-get"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; } \
+	      || echo "warning: could not install $(BROWSER_PACKAGES); the browser test will be skipped"; \
+	  else \
+	    echo "note: the browser test needs Chromium and will be skipped. Install it with:"; \
+	    echo "  sudo apt-get install --no-install-recommends $(BROWSER_PACKAGES)"; \
 	  fi; \
 	fi
 
@@ -70,8 +89,22 @@ execute: venv
 pdf: venv pdf-tools
 	$(VPY) -m tools.build pdf
 
+# The kernel is this environment's Python (ipykernel's own "python3" kernel), so the notebook
+# sees the pinned packages and the same trained-model cache as make run. JupyterLab refuses to
+# start as root without --allow-root; in a container, a cloud notebook or CI the user is root.
 lab: venv
-	$(VENV)/bin/jupyter lab ca4.ipynb
+	@$(VPY) -c 'import os, sys; from jupyter_client.kernelspec import KernelSpecManager; \
+	  spec = KernelSpecManager().get_kernel_spec("python3"); command = spec.argv[0]; \
+	  command = sys.executable if command in ("python", "python3", "python3.11") else command; \
+	  ours = os.path.realpath(command) == os.path.realpath(sys.executable); \
+	  print(f"make lab: the notebook kernel {spec.display_name!r} runs {command}" + ("" if ours else \
+	    f", not this environment'"'"'s Python: remove {spec.resource_dir} or choose another kernel"))'
+	@echo "make lab: trained models are shared with make run through $${CA4_BUILD_DIR:-$(BUILD)}/cache/"
+	@if [ "$$(id -u)" = 0 ]; then \
+	  echo "make lab: running as root (a container, cloud notebook or CI machine), so JupyterLab starts with --allow-root"; \
+	  allow_root=--allow-root; else allow_root=; fi; \
+	echo "make lab: starting JupyterLab on ca4.ipynb; open the http://... URL with ?token= that it prints below (Ctrl-C twice stops it)"; \
+	exec $(VENV)/bin/jupyter lab ca4.ipynb $$allow_root $(LAB_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check ca4_helpers.py tests benchmarks ca4.ipynb

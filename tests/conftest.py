@@ -1,9 +1,19 @@
-"""Shared set-up for the ca4 tests: import path, a private build folder, small real MNIST."""
+"""Shared set-up for the ca4 tests: import path, a private build folder, small real MNIST,
+and a JupyterLab server on the project."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import secrets
+import socket
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 # Before matplotlib or TensorFlow is imported anywhere: no windows, no C++ start-up chatter.
@@ -82,3 +92,116 @@ def cache_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "cache"
     folder.mkdir()
     return folder
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, str, str]:
+    """GET `url`; return the status, the content type and the body."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return (response.status, response.headers.get("Content-Type", ""),
+                    response.read().decode())
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type", ""), error.read().decode(errors="replace")
+
+
+def tail(path: Path, characters: int = 3000) -> str:
+    return path.read_text(errors="replace")[-characters:] if path.exists() else ""
+
+
+@dataclasses.dataclass
+class LabServer:
+    """A running JupyterLab: its address, token, log file and Jupyter folders."""
+
+    base: str
+    token: str
+    log: Path
+    folders: dict[str, Path]
+    process: subprocess.Popen
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path}?token={self.token}"
+
+    def log_tail(self, characters: int = 3000) -> str:
+        return tail(self.log, characters)
+
+
+LAB_STARTUP_SECONDS = 60
+
+
+@pytest.fixture
+def jupyter_lab(tmp_path: Path) -> Iterator[Callable[..., LabServer]]:
+    """Start JupyterLab on the project (free port, token, as root too); stopped at teardown.
+
+    Every Jupyter folder is in tmp_path, so the server writes nothing into the home folder.
+    `environment` is added to the server's (and so the kernel's) environment, a None value
+    removes the variable; `settings`
+    maps a JupyterLab plug-in ("@jupyterlab/docmanager-extension:plugin") to user settings.
+    """
+    servers: list[LabServer] = []
+
+    def start(environment: Mapping[str, str | None] | None = None,
+              settings: Mapping[str, Mapping] | None = None,
+              arguments: Sequence[str] = ()) -> LabServer:
+        port, token = free_port(), secrets.token_hex(16)
+        folders = {name: tmp_path / f"jupyter-{name}" for name in ("config", "data", "runtime", "home")}
+        for folder in folders.values():
+            folder.mkdir()
+        for plugin, values in (settings or {}).items():
+            package, name = plugin.rsplit(":", 1)
+            path = folders["config"] / "lab" / "user-settings" / package / f"{name}.jupyterlab-settings"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+        env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1",
+               "JUPYTER_CONFIG_DIR": str(folders["config"]),
+               "JUPYTER_DATA_DIR": str(folders["data"]),
+               "JUPYTER_RUNTIME_DIR": str(folders["runtime"]),
+               "IPYTHONDIR": str(folders["home"] / ".ipython"),
+               "HOME": str(folders["home"]), **(environment or {})}
+        env = {name: value for name, value in env.items() if value is not None}
+        command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+                   "--ServerApp.port_retries=0", f"--ServerApp.token={token}",
+                   "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={ca4.PROJECT_DIR}",
+                   "--allow-root", *arguments]
+        log = tmp_path / f"jupyter-{port}.log"
+        with log.open("w") as output:
+            process = subprocess.Popen(command, cwd=ca4.PROJECT_DIR, env=env,
+                                       stdin=subprocess.DEVNULL, stdout=output,
+                                       stderr=subprocess.STDOUT)
+        server = LabServer(f"http://127.0.0.1:{port}", token, log, folders, process)
+        servers.append(server)
+        deadline = time.monotonic() + LAB_STARTUP_SECONDS
+        while True:
+            assert process.poll() is None, f"jupyter lab exited early:\n{server.log_tail()}"
+            try:
+                status, _, _ = http_get(server.url("api/status"), timeout=2.0)
+            except OSError:  # not listening yet
+                status = None
+            if status == 200:
+                return server
+            assert time.monotonic() < deadline, (
+                f"jupyter lab did not answer within {LAB_STARTUP_SECONDS} s:\n{server.log_tail()}")
+            time.sleep(0.5)
+
+    yield start
+    for server in servers:
+        stop_jupyter_lab(server)
+
+
+def stop_jupyter_lab(server: LabServer) -> None:
+    """Shut the server down through its API (kernels too), else terminate it."""
+    try:
+        request = urllib.request.Request(server.url("api/shutdown"), method="POST")
+        urllib.request.urlopen(request, timeout=5).close()
+    except OSError:
+        server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=10)

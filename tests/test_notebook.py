@@ -152,6 +152,16 @@ def test_notebook_draws_every_figure(executed) -> None:
     assert len(saved) == EXPECTED_FIGURES, [path.name for path in saved]
 
 
+def test_explorer_is_a_one_line_note_outside_jupyterlab(executed) -> None:
+    notebook, _, _ = executed
+    (cell,) = [c for c in notebook.cells if "ca4.latent_explorer(" in c.source]
+    (output,) = cell.outputs
+    assert output.output_type == "display_data"
+    assert output.data["text/plain"] == ca4.EXPLORER_NOTE
+    assert "application/vnd.jupyter.widget-view+json" in output.data
+    assert not [mime for mime in output.data if mime.startswith("image/")]
+
+
 def test_notebook_shows_result_tables_and_numeric_answers(executed) -> None:
     notebook, _, _ = executed
     markdown = "\n".join(o["data"]["text/markdown"] for o in outputs_of(notebook)
@@ -299,6 +309,8 @@ def test_pdf_export_holds_the_report(executed, tmp_path: Path) -> None:
     assert flat_first.startswith("Smoke run (profile fast): not the assignment.")
     assert flat_first.index(ca4.TITLE) < flat_first.index("PROFILE = ")
     assert "Group not set" in flat_first and "Members not set" in flat_first
+    # The explorer's place in the PDF: its one-line note, no widget.
+    assert ca4.EXPLORER_NOTE in flat.replace("- ", "-"), "the explorer's note is not in the PDF"
     # Discussion cells are tagged hide-input: their answers are in the PDF, their code is not.
     assert "display(Markdown(f'''" not in text
     assert "↪" not in text, "a code line was wrapped in the PDF"
