@@ -107,7 +107,7 @@ lab: venv
 	exec $(VENV)/bin/jupyter lab ca4.ipynb $$allow_root $(LAB_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check ca4_helpers.py tests benchmarks ca4.ipynb
+	$(VENV)/bin/ruff check ca4_helpers.py tools tests benchmarks ca4.ipynb
 
 bench: venv
 	$(VPY) benchmarks/bench_training.py
