@@ -3558,29 +3558,36 @@ def expectations_paragraph(sweep: Sequence[Mapping[str, Any]],
     models = space_rows[1:]
     checks = []
     rising, falling = trend(sweep, "reconstruction"), trend(sweep, "kl")
+    weights = weights_text([row["kl_weight"] for row in sweep])
+    terms = (f" (reconstruction {joined([row['reconstruction'] for row in sweep], '.1f')} "
+             f"and KL {joined([row['kl'] for row in sweep], '.1f')} nats for weights {weights})")
     checks.append(("a larger weight trades reconstruction for a smaller KL",
                    rising > 0 and falling < 0,
-                   "every step of the weight raised the reconstruction loss and lowered the KL"
-                   if rising > 0 and falling < 0 else
-                   "not every step moved both terms clearly"))
+                   ("every step of the weight raised the reconstruction loss and lowered the KL"
+                    if rising > 0 and falling < 0 else
+                    "not every step moved both terms clearly") + terms))
     best = min(sweep, key=lambda row: row["neg_elbo"])
     tied_one = any(row["kl_weight"] == 1.0 and Estimate(
         row["neg_elbo_above_best"], row["neg_elbo_above_best_se"], row["n"]).sign == 0
         for row in sweep)
     checks.append(("weight 1, whose objective is the ELBO, reaches the best ELBO",
                    best["kl_weight"] == 1.0 or tied_one,
-                   f"the lowest negative ELBO is at weight {best['kl_weight']:g}"))
+                   f"the lowest negative ELBO is at weight {best['kl_weight']:g} "
+                   f"({estimate_of(best, 'neg_elbo').text('.1f')} nats)"))
     closer = all(change_of(row, "prior_mismatch").sign < 0 for row in sweep[1:])
     checks.append(("a larger weight brings the aggregate posterior closer to the prior",
                    closer, "the summed distance of Var(z_d) from the prior's 1 is "
                    f"{joined([estimate_of(r, 'prior_mismatch').text('.2f') for r in sweep], '', ', ')}"
-                   f" for weights {weights_text([r['kl_weight'] for r in sweep])}"))
+                   f" for weights {weights}"))
     smoother = all((estimate_of(b, "own_neighbour_change")
                     - estimate_of(a, "own_neighbour_change")).sign < 0
                    for a, b in zip(models, models[1:]))
+    changes = joined([estimate_of(row, "own_neighbour_change").text(".3f") for row in models],
+                     "", ", ")
     checks.append(("a larger weight makes the decoded space smoother", smoother,
-                   "the mean change between neighbouring tiles fell clearly at every step"
-                   if smoother else "it did not fall clearly at every step"))
+                   ("the mean change between neighbouring tiles fell clearly at every step"
+                    if smoother else "it did not fall clearly at every step")
+                   + f" ({changes} per pixel)"))
     by_weight = {row.get("kl_weight"): row for row in generation}
     confident = [by_weight[row["kl_weight"]] for row in sweep]
     better_samples = all((estimate_of(b, "confident_share")

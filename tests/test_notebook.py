@@ -177,8 +177,9 @@ def test_notebook_shows_result_tables_and_numeric_answers(executed) -> None:
                    "Q3: Can autoencoders remove noise?", "Losses.", "Likelihood.",
                    "Continuity of the latent space.", "Collapsed dimensions.", "Generation.",
                    "Were the effects as expected?"):
-        paragraph = markdown.split(answer, 1)[1].split("\n\n", 1)[0]
-        assert re.search(r"\d+\.\d+", paragraph), f"the answer {answer!r} quotes no number"
+        # An answer runs to the next bold heading: its list items belong to it.
+        answer_text = re.split(r"\n\n\*\*|\n\n#", markdown.split(answer, 1)[1], maxsplit=1)[0]
+        assert re.search(r"\d+\.\d+", answer_text), f"the answer {answer!r} quotes no number"
     assert not re.search(r"\{\w+[\[}]", markdown), "an f-string placeholder was left unformatted"
     negative_zeros = [text for text in re.findall(r"(?<![\w.])-\d+(?:\.\d+)?", markdown)
                       if float(text) == 0]
