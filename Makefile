@@ -28,7 +28,7 @@ help:
 	@echo "make test       run the tests (creates .venv if needed)"
 	@echo "make lab        open ca4.ipynb in JupyterLab (the latent-space explorer works there)"
 	@echo "make pdf        export build/ca4.ipynb to build/ca4.pdf again"
-	@echo "make bench      training, whole-epoch and latent-grid benchmarks -> build/bench.json"
+	@echo "make bench      training, whole-epoch, latent-grid and op-type benchmarks -> build/bench.json, build/op_profile.{json,png}"
 	@echo "make lint       ruff over the Python files and the notebook"
 	@echo "make clean      remove build/ (outputs and the trained-model cache)"
 	@echo "make distclean  clean, and remove .venv"
@@ -107,10 +107,11 @@ lab: venv
 	exec $(VENV)/bin/jupyter lab ca4.ipynb $$allow_root $(LAB_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check ca4_helpers.py tools tests benchmarks ca4.ipynb
+	$(VENV)/bin/ruff check ca4_helpers.py tools tests benchmarks experiments ca4.ipynb
 
 bench: venv
 	$(VPY) benchmarks/bench_training.py
+	$(VPY) benchmarks/op_profile.py
 
 clean:
 	rm -rf $(BUILD)

@@ -147,8 +147,10 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile("full", None, None, autoencoder_epochs=20, latent_sweep_epochs=5,
-                    denoising_epochs=5, vae_epochs=20, classifier_epochs=4,
+    # The extra models' epochs are cut to what their conclusions need (benchmarks/README.md):
+    # the latent sizes' order and the denoiser's lead hold from the first epochs on.
+    "full": Profile("full", None, None, autoencoder_epochs=20, latent_sweep_epochs=2,
+                    denoising_epochs=2, vae_epochs=20, classifier_epochs=2,
                     normalisation_epochs=1, likelihood_images=1000, importance_samples=1000,
                     quadrature_points=512, interpolation_pairs=200),
     "fast": Profile("fast", 4000, 1000, autoencoder_epochs=2, latent_sweep_epochs=1,
@@ -1148,6 +1150,11 @@ class RunProgress:
 EPOCH_LINE = re.compile(r"^\s*\S+ epoch \d+/\d+\b")
 
 
+def loss_text(value: float) -> str:
+    """A loss for a progress line, with a fixed number of decimals: '0.1000', '152.3'."""
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+
+
 class TrainingLog(keras.callbacks.Callback):
     """Everything train_model prints: a line per epoch and a one-line record per model.
 
@@ -1169,8 +1176,8 @@ class TrainingLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         self.seconds.append(time.perf_counter() - self.started)
         logs = logs or {}
-        losses = "  ".join(f"{metric} {logs[metric]:.4g}" for metric in ("loss", "val_loss")
-                           if metric in logs)
+        losses = "  ".join(f"{metric} {loss_text(logs[metric])}"
+                           for metric in ("loss", "val_loss") if metric in logs)
         left = statistics.mean(self.seconds) * (self.epochs - epoch - 1)
         line = (f"  {self.name} epoch {epoch + 1}/{self.epochs}  {losses}  "
                 f"{self.seconds[-1]:.1f} s  | {format_duration(left)} left")
@@ -1190,7 +1197,7 @@ class TrainingLog(keras.callbacks.Callback):
             elbo = history["val_reconstruction_loss"][-1] + history["val_kl_loss"][-1]
             loss = f", validation negative ELBO {elbo:.1f}"
         elif history.get("val_loss"):
-            loss = f", val_loss {history['val_loss'][-1]:.3g}"
+            loss = f", val_loss {loss_text(history['val_loss'][-1])}"
         else:
             loss = ""
         self.say(f"{self.name} {source}: {epochs} epoch{'s' * (epochs != 1)} in "
@@ -2594,7 +2601,8 @@ def plot_rate_distortion(rows: Sequence[Mapping[str, Any]],
         reach = 0.06 * span
         slope = np.array([rate - reach, rate + reach])
         axis.plot(slope, distortion - row["kl_weight"] * (slope - rate), color=colour,
-                  linewidth=1.5, alpha=0.6)
+                  linewidth=1.5, alpha=0.6,
+                  label="slope $-$weight through each point" if index == 0 else None)
         axis.errorbar(rate, distortion, xerr=estimate_of(row, "kl").half_width,
                       yerr=estimate_of(row, "reconstruction").half_width, marker="o",
                       markersize=4, color=colour, capsize=2,
@@ -2956,14 +2964,17 @@ def vae_sweep_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def likelihood_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """-log p(x) by importance sampling and by quadrature, and the variational gap, per VAE."""
+    """-log p(x) by importance sampling, the quadrature's paired difference from it on the
+    images the grid resolves, and the variational gap, per VAE."""
+    # The quadrature is shown as its paired difference on the images it resolves: its mean
+    # over that subset beside the importance mean over all images would compare two sets.
     shown = [{**row, "nll": -row["test_log_likelihood"], "nll_se": row["test_log_likelihood_se"],
-              "quadrature": (-row["quadrature_log_likelihood"]
-                             if "quadrature_log_likelihood" in row else None),
-              "quadrature_se": row.get("quadrature_se")} for row in rows]
+              "quadrature": row.get("quadrature_minus_importance"),
+              "quadrature_se": row.get("quadrature_minus_importance_se")} for row in rows]
     return markdown_table(shown, {
         "kl_weight": "KL weight|g", "nll": "$-\\log p(x)$, importance|±.2f",
-        "quadrature": "$-\\log p(x)$, quadrature|±.2f", "resolved_share": "Resolved|.0%",
+        "resolved_share": "Resolved|.0%",
+        "quadrature": "$\\log p(x)$: quadrature $-$ importance, resolved images|±.2f",
         "variational_gap": "Variational gap|±.2f"})
 
 
@@ -3157,7 +3168,8 @@ def normalisation_paragraph(bce_at_255: float, seed_rows: Sequence[Mapping[str, 
         f"with inputs in $[0, 1]$, {difference}; its encoder had "
         f"{percent(float(np.mean([raw[s]['dead'] for s in seeds])))} dead ReLU units against "
         f"{percent(float(np.mean([normalised[s]['dead'] for s in seeds])))}"
-        + (f" ({dead.text('.3f')})." if len(seeds) > 1 else "."))
+        + (f" ({dead.text('.3f')}"
+           + ("; no clear difference)." if dead.sign == 0 else ").") if len(seeds) > 1 else "."))
     if len(seeds) < 2:
         reading = "One seed gives no spread to judge the difference by."
     elif bce.sign > 0:
@@ -3174,10 +3186,13 @@ def normalisation_paragraph(bce_at_255: float, seed_rows: Sequence[Mapping[str, 
                    "with raw pixels each step changes the first layer's outputs 255 times as "
                    "much; normalised inputs keep those steps in proportion to the others'.")
     elif bce.sign < 0:
-        reading = ("In this short run raw inputs even reach a lower loss: Adam rescales each "
-                   "update by the running size of its own gradients, so 255-times larger "
-                   "inputs do not make the steps unstable here. The target argument above "
-                   "holds whatever the optimiser, and an autoencoder's inputs are its targets.")
+        reading = ("In this short run raw inputs even reach a lower loss. Adam moves each "
+                   "weight by about the learning rate per step whatever the scale of its "
+                   "gradient, so with raw pixels each step changes the first layer's outputs "
+                   "255 times as much: in effect a larger learning rate for that layer, which "
+                   "can speed the first epoch; a short run says nothing about where training "
+                   "ends. The target argument above holds whatever the optimiser, and an "
+                   "autoencoder's inputs are its targets.")
     else:
         reading = ("Within the spread over seeds, raw inputs cost nothing measurable in this "
                    "short run: Adam rescales each update by the running size of its own "
@@ -3245,9 +3260,7 @@ def latent_size_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
                     + (f", not clearly better than at {joined(ties, '', ' and ')}" if ties
                        else ""))
     return (text + f". A 5-nearest-neighbour classifier on the codes labels {knn} of the test "
-            f"digits correctly (never having seen a label in training): {knn_text}. A larger "
-            f"code compresses less, so without another constraint it can also keep detail "
-            f"that is not structure.")
+            f"digits correctly (never having seen a label in training): {knn_text}.")
 
 
 def denoising_paragraph(rows: Sequence[Mapping[str, Any]], noise_stddev: float) -> str:
@@ -3269,9 +3282,10 @@ def denoising_paragraph(rows: Sequence[Mapping[str, Any]], noise_stddev: float) 
         text += f", **{noisy['mse'] / denoiser['mse']:.1f} times closer**"
     text += (
         ". Trained with a per-pixel loss on noisy inputs and clean targets, the network "
-        "estimates the conditional mean of the clean image given the noisy one, "
-        "$E[x \\mid \\tilde{x}]$: where the input leaves several digits or strokes plausible, "
-        "it outputs their average")
+        "approximates, as far as its bottleneck allows, the conditional mean of the clean "
+        "image given the noisy one, $E[x \\mid \\tilde{x}]$ (what minimises the expected "
+        "per-pixel cross-entropy, and the squared error this table reports): where the input "
+        "leaves several digits or strokes plausible, it outputs their average")
     if blur.sign > 0:
         text += (f", and its outputs are blurrier than the clean digits: "
                  f"{percent(denoiser['grey'])} of their pixels are grey (between 0.1 and 0.9) "
@@ -3463,8 +3477,12 @@ def vae_reconstruction_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
         text += (f" The classifier recognises the original digit in "
                  f"{joined([percent(r['recognised']) for r in rows], '', ' / ')} of the mean "
                  f"reconstructions; that share {direction[trend(rows, 'recognised')]}.")
-    return text + (" A 2-D code is a severe bottleneck at every weight: the reconstructions "
-                   "are smoothed prototypes of their digits, not copies (see the figure).")
+    if "recognised" not in rows[0]:
+        return text + " A 2-D code is a severe bottleneck at every weight (see the figure)."
+    shares = [1 - r["recognised"] for r in rows]
+    return text + (f" A 2-D code is a severe bottleneck at every weight: "
+                   f"{percent(min(shares))} to {percent(max(shares))} of the mean "
+                   f"reconstructions come back as another digit (see the figure).")
 
 
 def continuity_paragraph(space_rows: Sequence[Mapping[str, Any]],
@@ -3537,6 +3555,14 @@ def generation_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
     best = max(generators, key=lambda row: row["confident_share"])
     ties = [row["model"] for row in generators if row is not best and (
         estimate_of(best, "confident_share") - estimate_of(row, "confident_share")).sign == 0]
+    more_even = [row for row in generators if (
+        estimate_of(row, "digit_entropy") - estimate_of(best, "digit_entropy")).sign > 0]
+    narrow = (f"; but its digits are less evenly spread than those of "
+              f"{' and '.join(row['model'] for row in more_even)} (digit entropy "
+              f"{number(best['digit_entropy'], '.2f')} against "
+              f"{joined([number(row['digit_entropy'], '.2f') for row in more_even], '', ', ')}): "
+              f"a generator that draws a few easy digits is read with confidence more often"
+              if more_even else "")
     return (
         f"**Generation.** The classifier reads {percent(reference['confident_share'])} of the "
         f"real test images with confidence (probability at least {CONFIDENCE:g}), with digit "
@@ -3547,7 +3573,7 @@ def generation_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
             "No generator's samples are clearly more recognisable than the others'."
             if len(ties) == len(generators) - 1 else
             f"The most recognisable samples come from the {best['model']}"
-            + (f", not clearly ahead of {' and '.join(ties)}" if ties else "") + "."))
+            + (f", not clearly ahead of {' and '.join(ties)}" if ties else "") + narrow + "."))
 
 
 def expectations_paragraph(sweep: Sequence[Mapping[str, Any]],
@@ -3617,7 +3643,9 @@ def expectations_paragraph(sweep: Sequence[Mapping[str, Any]],
         + "\n".join(lines) + "\n\n"
         f"The beta-VAE view describes each objective's optimum; these models are what "
         f"{plural(sweep[0]['epochs'], 'epoch')} of Adam reached, and a difference between "
-        f"weights counts only where its 95% interval excludes zero.")
+        f"weights counts only where its 95% interval excludes zero. These intervals are over "
+        f"the test images, for one trained model per weight; they leave out the spread "
+        f"between training runs, which Q1's seeds show can be larger.")
 
 
 def task2_discussion(sweep: Sequence[Mapping[str, Any]], floor: float,

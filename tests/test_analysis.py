@@ -468,9 +468,10 @@ def test_vae_sweep_table_of_constructed_rows():
     assert "0.9 / 0.0042" in [value for row in dimensions for value in row.values()]
 
 
-def test_likelihood_table_gives_minus_log_p_and_a_dash_without_quadrature():
+def test_likelihood_table_gives_minus_log_p_and_the_paired_quadrature_difference():
     rows = [{"kl_weight": 1.0, "test_log_likelihood": -140.123, "test_log_likelihood_se": 0.31,
              "quadrature_log_likelihood": -140.05, "quadrature_se": 0.3, "resolved_share": 0.984,
+             "quadrature_minus_importance": 0.073, "quadrature_minus_importance_se": 0.021,
              "neg_elbo_importance": 143.456, "variational_gap": 3.33, "variational_gap_se": 0.05,
              "floor": 102.34},
             {"kl_weight": 5.0, "test_log_likelihood": -160.0, "test_log_likelihood_se": 0.2,
@@ -478,9 +479,11 @@ def test_likelihood_table_gives_minus_log_p_and_a_dash_without_quadrature():
              "variational_gap_se": 0.01, "floor": 102.34}]
     (table,) = table_records(ca4.likelihood_table(rows))
     importance, quadrature = (next(name for name in table[0] if name.endswith(kind))
-                              for kind in ("importance", "quadrature"))
+                              for kind in ("importance", "resolved images"))
     assert [row[importance] for row in table] == ["140.12 ± 0.31", "160.00 ± 0.20"]
-    assert [row[quadrature] for row in table] == ["140.05 ± 0.30", "–"]
+    # The quadrature column is the paired difference on the resolved images, not a mean over
+    # another set of images.
+    assert [row[quadrature] for row in table] == ["0.07 ± 0.02", "–"]
     assert [row["Resolved"] for row in table] == ["98%", "0%"]
     assert ["3.33 ± 0.05", "1.00 ± 0.01"] in [[row[name] for row in table] for name in table[0]]
 
@@ -563,7 +566,9 @@ def test_epoch_line_matches_progress_lines_and_not_the_record():
     with_run.on_epoch_end(0, {"loss": 0.25})
     assert len(lines) == 3 and len(run_lines) == 1
     assert "epoch 1/3" in lines[0] and "epoch 3/3" in lines[2]
-    assert "loss 1" in lines[0] and "val_loss 2" in lines[0]
+    assert "loss 1.0000" in lines[0] and "val_loss 2.0000" in lines[0]
+    # Trailing zeros stay, so that the column of losses lines up epoch after epoch.
+    assert "loss 0.5000" in lines[1] and "loss 0.3333" in lines[2]
     assert "epoch 1/20" in run_lines[0] and "run: about" in run_lines[0]
     for line in lines + run_lines:
         assert ca4.EPOCH_LINE.match(line), line

@@ -155,6 +155,7 @@ def test_normalisation_paragraph_raw_clearly_better():
                                                           NORMALISED_DEAD))
     assert "raw inputs even reach a lower loss" in text
     assert "learn clearly slower" not in text and "more dead units" not in text
+    assert "dead ReLU units against" in text and "; no clear difference)." in text
 
 
 def test_normalisation_paragraph_no_clear_difference():
@@ -277,7 +278,7 @@ def test_latent_size_paragraph_knn_best_with_two_ties():
 def test_latent_size_paragraph_knn_best_without_ties():
     text = ca4.latent_size_paragraph(latent_rows(knn=(0.70, 0.90, 0.80),
                                                  knn_changes=((0.2, 0.006), (-0.1, 0.006))))
-    assert "the codes separate the digits best at latent size 10. A larger code" in text
+    assert text.endswith("the codes separate the digits best at latent size 10.")
 
 
 def test_latent_size_paragraph_of_one_epoch():
@@ -629,6 +630,9 @@ def test_vae_reconstruction_paragraph_recognised_digits():
     rows = [{k: v for k, v in row.items() if not k.startswith("recognised")}
             for row in sweep_rows()]
     assert "recognises" not in ca4.vae_reconstruction_paragraph(rows)
+    # 1 - 0.90 = 10% and 1 - 0.60 = 40% come back as another digit.
+    assert text.endswith("10.0% to 40.0% of the mean reconstructions come back as another digit "
+                         "(see the figure).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -770,6 +774,20 @@ def test_generation_paragraph_best_with_ties_and_more_confident_than_real_images
     assert "VAE KL weight 5: 100% confident (more)" in text
 
 
+def test_generation_paragraph_most_confident_but_narrow():
+    # The most confident generator (weight 0.1 here) draws fewer kinds of digit: entropy 0.60
+    # +- 0.017 is clearly below weight 1's 0.95 and the baseline's 0.87, not below weight 5's 0.55.
+    text = ca4.generation_paragraph(generation_rows(
+        confident=((0.76, 0.014), (0.58, 0.016), (0.23, 0.013), (0.56, 0.016)),
+        entropy=((0.60, 0.017), (0.95, 0.006), (0.55, 0.02), (0.87, 0.008))))
+    assert text.endswith(
+        "The most recognisable samples come from the VAE KL weight 0.1; but its digits are less "
+        "evenly spread than those of VAE KL weight 1 and baseline, weight 0 (fitted Gaussian) "
+        "(digit entropy 0.60 against 0.95, 0.87): a generator that draws a few easy digits is "
+        "read with confidence more often.")
+    assert "less evenly spread" not in ca4.generation_paragraph(generation_rows())
+
+
 def test_generation_paragraph_all_tied():
     text = ca4.generation_paragraph(generation_rows(
         confident=((0.50, 0.015), (0.51, 0.015), (0.52, 0.015), (0.505, 0.015))))
@@ -817,6 +835,8 @@ def test_expectations_paragraph_all_consistent():
     assert "40% / 60% / 80% of them are read with confidence." in text
     assert "inactive dimensions at weight 5." in text
     assert "what 20 epochs of Adam reached" in text
+    assert text.endswith("they leave out the spread between training runs, which Q1's seeds "
+                         "show can be larger.")
 
 
 @pytest.mark.parametrize("claim, sweep, space, generation, words", [

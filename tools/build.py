@@ -137,6 +137,8 @@ def export_pdf(notebook_path: str | os.PathLike, pdf_path: str | os.PathLike) ->
     config = Config()
     config.TagRemovePreprocessor.enabled = True
     config.TagRemovePreprocessor.remove_input_tags = ("hide-input",)
+    # papermill's copy of the parameters repeats the first cell; the title block names the profile.
+    config.TagRemovePreprocessor.remove_cell_tags = ("injected-parameters",)
     # Two xelatex passes settle the PDF's bookmarks; nbconvert's default third changes nothing.
     exporter = nbconvert.PDFExporter(
         config=config, template_file="ca4_report.tex.j2", latex_count=2,
