@@ -2973,8 +2973,8 @@ def likelihood_table(rows: Sequence[Mapping[str, Any]]) -> str:
               "quadrature_se": row.get("quadrature_minus_importance_se")} for row in rows]
     return markdown_table(shown, {
         "kl_weight": "KL weight|g", "nll": "$-\\log p(x)$, importance|±.2f",
-        "resolved_share": "Resolved|.0%",
-        "quadrature": "$\\log p(x)$: quadrature $-$ importance, resolved images|±.2f",
+        "resolved_share": "Resolved images|.0%",
+        "quadrature": "$\\log p(x)$, quadrature $-$ importance|±.2f",
         "variational_gap": "Variational gap|±.2f"})
 
 
@@ -3091,6 +3091,11 @@ def percent(value: float, digits: int = 1) -> str:
 def percent_estimate(estimate: Estimate, digits: int = 1) -> str:
     """'97.3% ± 0.2%'."""
     return f"{percent(estimate.value, digits)} ± {percent(estimate.se, digits)}"
+
+
+def listed(names: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def weights_text(weights: Sequence[float]) -> str:
@@ -3558,7 +3563,7 @@ def generation_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
     more_even = [row for row in generators if (
         estimate_of(row, "digit_entropy") - estimate_of(best, "digit_entropy")).sign > 0]
     narrow = (f"; but its digits are less evenly spread than those of "
-              f"{' and '.join(row['model'] for row in more_even)} (digit entropy "
+              f"{listed([row['model'] for row in more_even])} (digit entropy "
               f"{number(best['digit_entropy'], '.2f')} against "
               f"{joined([number(row['digit_entropy'], '.2f') for row in more_even], '', ', ')}): "
               f"a generator that draws a few easy digits is read with confidence more often"

@@ -133,6 +133,9 @@ def profile_model(kind: str, steps: int, repeats: int) -> dict[str, Any]:
     else:
         model = ca4.build_autoencoder(10)
         data = tf.data.Dataset.from_tensor_slices((images, images)).batch(BATCH).cache()
+    # The project's tf.data options: with autotuning on, whole epochs fall into a slow mode
+    # with one core idle (benchmarks/README.md), which would show here as bimodal steps.
+    data = data.with_options(ca4.pipeline_options())
     model.fit(data, epochs=1, verbose=0)  # traces the step
     seconds = []
     for _ in range(repeats):

@@ -479,12 +479,12 @@ def test_likelihood_table_gives_minus_log_p_and_the_paired_quadrature_difference
              "variational_gap_se": 0.01, "floor": 102.34}]
     (table,) = table_records(ca4.likelihood_table(rows))
     importance, quadrature = (next(name for name in table[0] if name.endswith(kind))
-                              for kind in ("importance", "resolved images"))
+                              for kind in ("importance", "quadrature $-$ importance"))
     assert [row[importance] for row in table] == ["140.12 ± 0.31", "160.00 ± 0.20"]
     # The quadrature column is the paired difference on the resolved images, not a mean over
     # another set of images.
     assert [row[quadrature] for row in table] == ["0.07 ± 0.02", "–"]
-    assert [row["Resolved"] for row in table] == ["98%", "0%"]
+    assert [row["Resolved images"] for row in table] == ["98%", "0%"]
     assert ["3.33 ± 0.05", "1.00 ± 0.01"] in [[row[name] for row in table] for name in table[0]]
 
 

@@ -788,6 +788,12 @@ def test_generation_paragraph_most_confident_but_narrow():
     assert "less evenly spread" not in ca4.generation_paragraph(generation_rows())
 
 
+@pytest.mark.parametrize("names, text", [
+    (["a"], "a"), (["a", "b"], "a and b"), (["a", "b", "c"], "a, b and c")])
+def test_listed_names(names, text):
+    assert ca4.listed(names) == text
+
+
 def test_generation_paragraph_all_tied():
     text = ca4.generation_paragraph(generation_rows(
         confident=((0.50, 0.015), (0.51, 0.015), (0.52, 0.015), (0.505, 0.015))))
