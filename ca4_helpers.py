@@ -1195,7 +1195,7 @@ class TrainingLog(keras.callbacks.Callback):
         epochs = len(history.get("loss", []))
         if history.get("val_reconstruction_loss") and history.get("val_kl_loss"):
             elbo = history["val_reconstruction_loss"][-1] + history["val_kl_loss"][-1]
-            loss = f", validation negative ELBO {elbo:.1f}"
+            loss = f", val. negative ELBO {elbo:.1f}"
         elif history.get("val_loss"):
             loss = f", val_loss {loss_text(history['val_loss'][-1])}"
         else:
@@ -2404,6 +2404,11 @@ def plot_image_rows(rows: Mapping[str, np.ndarray], title: str,
     return figure
 
 
+# What each Keras metric name means, for the panel titles of the loss curves.
+METRIC_TITLES = {"loss": "loss", "reconstruction_loss": "reconstruction term",
+                 "kl_loss": "KL term"}
+
+
 def plot_loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
                      metrics: Sequence[str] = ("loss",), title: str = "Loss per epoch",
                      ylabels: Mapping[str, str] | None = None) -> matplotlib.figure.Figure:
@@ -2427,7 +2432,7 @@ def plot_loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]],
                       label=f"{run} (train)")
             axis.plot(epochs, history[f"val_{metric}"], color=colour, linestyle="--",
                       marker="s", markersize=2.5, label=f"{run} (validation)")
-        axis.set_title(metric.replace("_", " "))
+        axis.set_title(METRIC_TITLES.get(metric, metric.replace("_", " ")))
         axis.set_xlabel("epoch")
         axis.set_ylabel((ylabels or {}).get(metric, metric.replace("_", " ")))
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

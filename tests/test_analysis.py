@@ -591,7 +591,7 @@ def test_a_vae_record_gives_its_negative_elbo_not_its_weighted_loss():
     history = {"loss": [160.0], "val_loss": [152.5], "val_reconstruction_loss": [140.0],
                "val_kl_loss": [2.5]}  # weight 5: 140 + 5 x 2.5
     ca4.TrainingLog("vae_kl5", 1, records.append).record("trained", history, 3.0)
-    assert records == ["vae_kl5 trained: 1 epoch in 3 s, validation negative ELBO 142.5"]
+    assert records == ["vae_kl5 trained: 1 epoch in 3 s, val. negative ELBO 142.5"]
 
 
 def test_run_progress_seconds_left():

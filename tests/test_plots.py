@@ -142,7 +142,7 @@ def test_plot_loss_curves():
                                   ylabels={"loss": "BCE per pixel"})
     axes = figure.axes
     assert len(axes) == 2
-    assert [axis.get_title() for axis in axes] == ["loss", "kl loss"]
+    assert [axis.get_title() for axis in axes] == ["loss", "KL term"]
     assert all(axis.get_xlabel() == "epoch" for axis in axes)
     assert axes[0].get_ylabel() == "BCE per pixel" and axes[1].get_ylabel() == "kl loss"
     # One legend for the figure, under the panels, naming every curve once.

@@ -835,8 +835,8 @@ def test_plot_rate_distortion_lines_of_equal_elbo_and_slopes():
         # through the model's point
         assert np.interp(row["kl"], x, y) == pytest.approx(row["reconstruction"])
     _, labels = axis.get_legend_handles_labels()
-    assert labels[0] == "equal negative ELBO"
-    assert labels[1:] == ["KL weight 0.1: negative ELBO 149.0", "KL weight 1: negative ELBO 151.0",
+    assert labels[:2] == ["equal negative ELBO", "slope $-$weight through each point"]
+    assert labels[2:] == ["KL weight 0.1: negative ELBO 149.0", "KL weight 1: negative ELBO 151.0",
                           "KL weight 5: negative ELBO 162.5"]
     assert "rate" in axis.get_xlabel() and "distortion" in axis.get_ylabel()
 
