@@ -3171,15 +3171,15 @@ def normalisation_paragraph(bce_at_255: float, seed_rows: Sequence[Mapping[str, 
 
     difference = (f"a paired difference of {bce.text('.4f')}" if len(seeds) > 1 else
                   f"a difference of {number(bce.value, '.4f')}")
+    dead_difference = ("." if len(seeds) < 2 else
+                       f" ({dead.text('.3f')}{'; no clear difference' if dead.sign == 0 else ''}).")
     measured = (
         f"Over {plural(len(seeds), 'seed')}, after {plural(epochs, 'epoch')} of the same "
         f"training, the model fed raw 0–255 pixels reached a test BCE of "
         f"{spread(raw, 'test_bce', '.4f')} against {spread(normalised, 'test_bce', '.4f')} "
         f"with inputs in $[0, 1]$, {difference}; its encoder had "
         f"{percent(float(np.mean([raw[s]['dead'] for s in seeds])))} dead ReLU units against "
-        f"{percent(float(np.mean([normalised[s]['dead'] for s in seeds])))}"
-        + (f" ({dead.text('.3f')}"
-           + ("; no clear difference)." if dead.sign == 0 else ").") if len(seeds) > 1 else "."))
+        f"{percent(float(np.mean([normalised[s]['dead'] for s in seeds])))}{dead_difference}")
     if len(seeds) < 2:
         reading = "One seed gives no spread to judge the difference by."
     elif bce.sign > 0:
@@ -3483,16 +3483,15 @@ def vae_reconstruction_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
     text = (f"**Reconstructions.** The reconstruction term of a sampled code is {sampled} "
             f"nats and that of the mean code {at_mean} nats for weights {weights}; the "
             f"latter {direction[trend(rows, 'mean_code_reconstruction')]}.")
-    if "recognised" in rows[0]:
-        text += (f" The classifier recognises the original digit in "
-                 f"{joined([percent(r['recognised']) for r in rows], '', ' / ')} of the mean "
-                 f"reconstructions; that share {direction[trend(rows, 'recognised')]}.")
+    bottleneck = " A 2-D code is a severe bottleneck at every weight"
     if "recognised" not in rows[0]:
-        return text + " A 2-D code is a severe bottleneck at every weight (see the figure)."
-    shares = [1 - r["recognised"] for r in rows]
-    return text + (f" A 2-D code is a severe bottleneck at every weight: "
-                   f"{percent(min(shares))} to {percent(max(shares))} of the mean "
-                   f"reconstructions come back as another digit (see the figure).")
+        return text + bottleneck + " (see the figure)."
+    misread = [1 - r["recognised"] for r in rows]
+    return text + (f" The classifier recognises the original digit in "
+                   f"{joined([percent(r['recognised']) for r in rows], '', ' / ')} of the mean "
+                   f"reconstructions; that share {direction[trend(rows, 'recognised')]}."
+                   f"{bottleneck}: {percent(min(misread))} to {percent(max(misread))} of the "
+                   f"mean reconstructions come back as another digit (see the figure).")
 
 
 def continuity_paragraph(space_rows: Sequence[Mapping[str, Any]],

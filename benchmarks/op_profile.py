@@ -116,16 +116,14 @@ def by_type(seconds_by_op: dict[str, float]) -> dict[str, float]:
     return dict(totals)
 
 
-def profile_model(kind: str, steps: int, repeats: int) -> dict[str, Any]:
-    """Step time, step FLOPs and the op-type breakdown of one model kind ('autoencoder', 'vae')."""
+def profile_model(kind: str, images: Any, steps: int, repeats: int) -> dict[str, Any]:
+    """Step time, step FLOPs and the op-type breakdown of one model kind ('autoencoder', 'vae')
+    on `steps` batches of `images`."""
     import keras
     import tensorflow as tf
 
-    sys.path.insert(0, str(PROJECT_ROOT))
     import ca4_helpers as ca4
 
-    (x_train, _), _ = ca4.load_mnist()
-    images = ca4.normalize_images(x_train[: steps * BATCH])
     keras.utils.set_random_seed(0)
     if kind == "vae":
         model = ca4.build_vae(2, kl_weight=1.0)
@@ -160,10 +158,15 @@ def profile_model(kind: str, steps: int, repeats: int) -> dict[str, Any]:
 def worker(steps: int, repeats: int) -> dict[str, Any]:
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
+    sys.path.insert(0, str(PROJECT_ROOT))
+    import ca4_helpers as ca4
+
+    (x_train, _), _ = ca4.load_mnist()
+    images = ca4.normalize_images(x_train[: steps * BATCH])
     result: dict[str, Any] = {"isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
                               "matmul_gflops": matmul_gflops()}
     for kind in ("autoencoder", "vae"):
-        result[kind] = profile_model(kind, steps, repeats)
+        result[kind] = profile_model(kind, images, steps, repeats)
     result["matmul_gflops_after"] = matmul_gflops()
     return result
 
