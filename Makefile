@@ -76,14 +76,9 @@ browser-tools:
 	fi
 
 run: venv pdf-tools
-	$(VPY) -m tools.build preflight
-	@start=$$(date +%s); \
-	$(VPY) -m tools.build execute --profile $(CA4_PROFILE); \
-	$(VPY) -m tools.build pdf; \
-	out=$${CA4_BUILD_DIR:-$(BUILD)}; echo "make run ($(CA4_PROFILE)) took $$(( $$(date +%s) - start )) s: $$out/ca4.ipynb, $$out/ca4.pdf, $$out/metrics.json"
+	$(VPY) -m tools.build run --profile $(CA4_PROFILE)
 
 execute: venv
-	$(VPY) -m tools.build preflight --no-pdf
 	$(VPY) -m tools.build execute --profile $(CA4_PROFILE)
 
 pdf: venv pdf-tools

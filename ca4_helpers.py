@@ -15,6 +15,7 @@ import dis
 import functools
 import hashlib
 import inspect
+import io
 import json
 import math
 import operator
@@ -486,10 +487,11 @@ def add_gaussian_noise(images: np.ndarray, stddev: float, seed: int = DEFAULT_SE
 
 def array_fingerprint(array: np.ndarray) -> str:
     """Return a short hash of an array's shape, dtype and bytes (for cache keys)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{array.shape}{array.dtype}".encode())
+    # SHA-256, not BLAKE2: CPUs with SHA extensions hash the 188 MB training set in half
+    # the time, and a cached re-run hashes it once per model.
+    digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
     digest.update(np.ascontiguousarray(array).data)
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1315,8 +1317,10 @@ def train_model(build_model: Callable[[], keras.Model], train_images: np.ndarray
     else:
         model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(
             float(model.optimizer.learning_rate), steps, alpha=fraction)
-    data = [array_fingerprint(array) for array in
-            (train_images, train_targets, validation_images, validation_targets)]
+    arrays = (train_images, train_targets, validation_images, validation_targets)
+    # An autoencoder's targets are its inputs: each distinct array is hashed once.
+    fingerprints = {id(array): array_fingerprint(array) for array in arrays}
+    data = [fingerprints[id(array)] for array in arrays]
     key = _training_key(model, build_model, {"epochs": epochs, "batch_size": batch_size,
                                              "seed": seed, "data": data})
     folder = Path(cache_dir) if cache_dir is not None else build_dir() / "cache"
@@ -1516,18 +1520,78 @@ def run_in_batches(model: keras.Model, inputs: np.ndarray, batch_size: int) -> A
     return np.concatenate([np.asarray(output) for output in outputs])
 
 
+@dataclasses.dataclass
+class PredictionCache:
+    """Whether predict and decode_codes keep their outputs (see cache_predictions)."""
+
+    enabled: bool = False
+    analyses_computing: int = 0  # cached_analysis calls now running their function
+
+
+PREDICTION_CACHE = PredictionCache()
+# Fewer inputs than this run through the model faster than their outputs are read back.
+CACHED_PREDICTION_MIN = 1000
+
+
+def cache_predictions(enabled: bool = True) -> None:
+    """Keep the models' outputs in the analysis cache, or stop keeping them.
+
+    Once on, predict and decode_codes on CACHED_PREDICTION_MIN or more inputs are a
+    cached_analysis of `model_outputs`, and dead_unit_share one of `unit_activity`: the key is
+    the model's variables, layers and code and the inputs' bytes, so a re-run of the notebook
+    reads the outputs back instead of running the model (most of a cached re-run's time
+    otherwise, and more on a CPU without AVX-512). A call made while a cached analysis
+    computes is not kept on its own: the analysis is. Off by default, so that tests and
+    scripts compute every prediction.
+    """
+    if not isinstance(enabled, bool):
+        raise ValueError(f"enabled: expected True or False, got {enabled!r}")
+    PREDICTION_CACHE.enabled = enabled
+
+
+def model_outputs(model: keras.Model, inputs: np.ndarray, batch_size: int
+                  ) -> dict[str, Any]:
+    """run_in_batches' outputs by position (`output_0`, ...), and whether they form a list."""
+    outputs = run_in_batches(model, inputs, batch_size)
+    several = isinstance(outputs, list)
+    return {"several": several,
+            **{f"output_{i}": output for i, output in enumerate(outputs if several else [outputs])}}
+
+
+def cached_when_on(function: Callable[..., Mapping[str, Any]], *arguments: Any
+                   ) -> dict[str, Any]:
+    """Return cached_analysis(function, *arguments) once cache_predictions() is on, else
+    function(*arguments); inside a cached analysis that is computing, always the latter."""
+    if PREDICTION_CACHE.enabled and not PREDICTION_CACHE.analyses_computing:
+        return cached_analysis(function, *arguments)
+    return dict(function(*arguments))
+
+
+def outputs_of(model: keras.Model, inputs: np.ndarray, batch_size: int) -> Any:
+    """Return run_in_batches(model, inputs, batch_size), from the cache where it is kept."""
+    if len(inputs) < CACHED_PREDICTION_MIN:
+        return run_in_batches(model, inputs, batch_size)
+    stored = cached_when_on(model_outputs, model, inputs, batch_size)
+    outputs = [stored[f"output_{i}"] for i in range(len(stored) - 1)]
+    return outputs if stored["several"] else outputs[0]
+
+
 def predict(model: keras.Model, images: np.ndarray,
             batch_size: int = PREDICT_BATCH_SIZE) -> Any:
-    """Run `model` on normalised images in batches, silently (no progress bar)."""
-    return run_in_batches(model, check_images(images), batch_size)
+    """Run `model` on normalised images in batches, silently (no progress bar).
+
+    Kept in the cache once cache_predictions() is on."""
+    return outputs_of(model, check_images(images), batch_size)
 
 
 def decode_codes(decoder: keras.Model, codes: np.ndarray) -> np.ndarray:
-    """Decode latent codes (N, D) into images (N, 28, 28, 1) in large batches."""
+    """Decode latent codes (N, D) into images (N, 28, 28, 1) in large batches.
+
+    Kept in the cache once cache_predictions() is on."""
     codes = check_codes(codes, dimensions=decoder.input_shape[-1]).astype(np.float32)
     # A decoder's batches can be larger than an encoder's: 5,000 codes take twice the
     # throughput of 1,000 on a 2-core CPU (one call's overhead shared by more codes).
-    return run_in_batches(decoder, codes, 5 * PREDICT_BATCH_SIZE)
+    return outputs_of(decoder, codes, 5 * PREDICT_BATCH_SIZE)
 
 
 def first_of_each_digit(labels: np.ndarray) -> np.ndarray:
@@ -1572,18 +1636,25 @@ def per_image_squared_error(targets: np.ndarray, predictions: np.ndarray) -> np.
     return (differences ** 2).reshape(len(targets), -1).mean(axis=1)
 
 
-def dead_unit_share(encoder: keras.Model, images: np.ndarray) -> float:
-    """Return the share of the encoder's ReLU units (channels) that stay 0 on every image."""
+def unit_activity(encoder: keras.Model, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Return, per ReLU unit (channel) of the encoder, whether any image makes it positive."""
     relu_layers = [layer for layer in encoder.layers
                    if getattr(layer, "activation", None) is keras.activations.relu]
     if not relu_layers:
         raise ValueError("encoder: expected layers with ReLU activations, found none")
     probe = keras.Model(encoder.input, [layer.output for layer in relu_layers])
-    outputs = predict(probe, images)
+    # Not predict: the activations are hundreds of megabytes, not worth keeping in a cache.
+    outputs = run_in_batches(probe, check_images(images), PREDICT_BATCH_SIZE)
     # A unit is a channel: the last axis of a convolution's or a dense layer's output.
-    active = [np.any(np.asarray(output).reshape(-1, output.shape[-1]) > 0, axis=0)
-              for output in outputs]
-    return 1.0 - float(np.mean(np.concatenate(active)))
+    return {"active": np.concatenate([np.any(np.asarray(output).reshape(
+        -1, output.shape[-1]) > 0, axis=0) for output in outputs])}
+
+
+def dead_unit_share(encoder: keras.Model, images: np.ndarray) -> float:
+    """Return the share of the encoder's ReLU units (channels) that stay 0 on every image.
+
+    Kept in the cache once cache_predictions() is on."""
+    return 1.0 - float(np.mean(cached_when_on(unit_activity, encoder, images)["active"]))
 
 
 def pca_2d(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1745,12 +1816,15 @@ def cached_analysis(function: Callable[..., Mapping[str, Any]], *arguments: Any,
                     **keywords: Any) -> dict[str, Any]:
     """Return `function(*arguments, **keywords)`, a dict of arrays and numbers, computed once
     and kept in build/cache/analyses/ under what it reads: the function's code (as for
-    trained models), each model argument's variables and layers, each array's bytes and
-    every other argument's value. A cached re-run of the notebook then skips the slow ones.
+    trained models), each model argument's variables, layers and layer code, each array's
+    bytes and every other argument's value. A cached re-run of the notebook then skips the slow ones.
     """
     def describe(value: Any) -> Any:
         if isinstance(value, keras.Model):
-            return ["model", _variables_digest(value), _model_signature(value)]
+            # The layers' code too: a change to inference alone leaves the weights as they were.
+            layer_code = _training_code(*{type(layer) for layer
+                                          in value._flatten_layers(include_self=True)})
+            return ["model", _variables_digest(value), _model_signature(value), layer_code]
         return _canonical(value, _name_only)
 
     described = [_training_code(function), [describe(value) for value in arguments],
@@ -1765,7 +1839,11 @@ def cached_analysis(function: Callable[..., Mapping[str, Any]], *arguments: Any,
                         for name in archive.files}
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError):
             path.unlink(missing_ok=True)  # damaged: computed again below
-    result = dict(function(*arguments, **keywords))
+    PREDICTION_CACHE.analyses_computing += 1
+    try:
+        result = dict(function(*arguments, **keywords))
+    finally:
+        PREDICTION_CACHE.analyses_computing -= 1
     stored = {name: np.asarray(value) for name, value in result.items()}
     unstorable = [name for name, value in stored.items() if value.dtype == object]
     if unstorable:
@@ -2104,16 +2182,34 @@ def decode_latent_grid(decoder: keras.Model, points_per_side: int = 15, extent: 
     return tile_images(np.asarray(decoder(points, training=False)), points_per_side)
 
 
+def latent_grid_cells(points: np.ndarray, points_per_side: int = 15,
+                      extent: float = 2.0) -> np.ndarray:
+    """Return the grid cell over [-extent, extent]^2 of each 2-D point, -1 outside the grid.
+
+    Cells are numbered row-major, z[0] first; a point on the grid's upper edge is in the
+    last cell, as np.histogram2d counts it.
+    """
+    points = check_codes(points, "points", dimensions=2)
+    side = check_positive_int(points_per_side, "points_per_side")
+    if check_non_negative_float(extent, "extent") == 0:
+        raise ValueError("extent: expected a number > 0, got 0")
+    edges = np.linspace(-extent, extent, side + 1)
+    index = np.searchsorted(edges, points, side="right") - 1
+    index[points == edges[-1]] = side - 1
+    inside = np.all((index >= 0) & (index < side), axis=1)
+    return np.where(inside, index[:, 0] * side + index[:, 1], -1)
+
+
+def covered_share(cells: np.ndarray, points_per_side: int) -> float:
+    """Return the share of a grid's points_per_side^2 cells that `cells` (latent_grid_cells)
+    reach."""
+    return float(np.unique(cells[cells >= 0]).size / points_per_side ** 2)
+
+
 def latent_grid_coverage(points: np.ndarray, points_per_side: int = 15,
                          extent: float = 2.0) -> float:
     """Return the share of the grid's cells over [-extent, extent]^2 that hold a point."""
-    points = check_codes(points, "points", dimensions=2)
-    points_per_side = check_positive_int(points_per_side, "points_per_side")
-    if check_non_negative_float(extent, "extent") == 0:
-        raise ValueError("extent: expected a number > 0, got 0")
-    edges = np.linspace(-extent, extent, points_per_side + 1)
-    counts, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=[edges, edges])
-    return float(np.mean(counts > 0))
+    return covered_share(latent_grid_cells(points, points_per_side, extent), points_per_side)
 
 
 def grid_neighbour_changes(grid_image: np.ndarray) -> dict[str, np.ndarray]:
@@ -2151,8 +2247,9 @@ def latent_space_rows(terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
     prior = sample_prior(count, seed)
 
     def coverage(points: np.ndarray) -> Estimate:
-        return bootstrap_estimate(
-            lambda p: latent_grid_coverage(p, points_per_side, extent), points, seed, 200)
+        # Resampling the points' cells, found once, resamples the points.
+        return bootstrap_estimate(lambda cells: covered_share(cells, points_per_side),
+                                  latent_grid_cells(points, points_per_side, extent), seed, 200)
 
     reference_coverage = coverage(prior)
     rows: list[dict[str, Any]] = [{"model": "prior N(0, I)", "kl_weight": None,
@@ -2349,16 +2446,20 @@ def show_figure(figure: matplotlib.figure.Figure, name: str) -> None:
     """Show a figure in the notebook and save it as build/figures/NAME.png, then close it.
 
     Every figure of the report goes through here, once, so that a grader or a test can find
-    it by name.
+    it by name. The figure is rendered once, cropped as the inline backend crops it, and the
+    same PNG is shown and saved (rendering is a good part of a cached re-run).
     """
-    from IPython.display import display
+    from IPython.display import Image, display
 
     if not re.fullmatch(r"[a-z0-9_]+", str(name)):
         raise ValueError(f"name: expected lower-case letters, digits and '_', got {name!r}")
     path = build_dir() / "figures" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    display(figure)
+    png = io.BytesIO()
+    # Light compression: a tenth of the encoding time for files a quarter larger.
+    figure.savefig(png, format="png", bbox_inches="tight", pil_kwargs={"compress_level": 1})
+    path.write_bytes(png.getvalue())
+    display(Image(data=png.getvalue(), format="png"))
     plt.close(figure)
 
 
@@ -2685,8 +2786,6 @@ def explorer_ranges(means: np.ndarray) -> np.ndarray:
 
 def png_bytes(pixels: np.ndarray) -> bytes:
     """Encode an (H, W, 3 or 4) uint8 array as PNG."""
-    import io
-
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -2740,8 +2839,8 @@ class LatentExplorer(widgets.VBox):
         self.ranges = {name: explorer_ranges(means[name]) for name in decoders}
         first = means[next(iter(decoders))]
         self.start = np.median(first, axis=0)  # a typical code of the first model
-        self.scatters = {name: LatentScatter(name, means[name], labels, self.ranges[name])
-                         for name in decoders}
+        self.means, self.labels = dict(means), labels
+        self.scatters: dict[str, LatentScatter] = {}  # each drawn when first shown
         self.choice = widgets.ToggleButtons(options=list(decoders),
                                             style={"button_width": "auto"})
         self.sliders = [widgets.FloatSlider(description=f"z[{d}]", continuous_update=True)
@@ -2800,6 +2899,9 @@ class LatentExplorer(widgets.VBox):
                                                    training=False))[0]
         digit = int(np.argmax(probabilities))
         self.digit.value = digit_png(self.decoded)
+        if name not in self.scatters:
+            self.scatters[name] = LatentScatter(name, self.means[name], self.labels,
+                                                self.ranges[name])
         self.position.value = self.scatters[name].png(z[0])
         self.reading.value = (f"classifier reads: digit {digit} "
                               f"(p = {probabilities[digit]:.2f})")
@@ -2894,6 +2996,12 @@ def start_run_record(profile: str, seed: int) -> dict[str, Any]:
     return {"profile": get_profile(profile).name, "seed": check_non_negative_int(seed, "seed"),
             "commit": commit or "unknown (not a git checkout)",
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
+
+
+def short_commit(commit: str) -> str:
+    """Shorten a run record's commit for a printed line: a full hash to its first 12 digits,
+    the rest ('(with uncommitted changes)') kept."""
+    return re.sub(r"\b([0-9a-f]{12})[0-9a-f]{28}\b", r"\1", str(commit))
 
 
 def layer_rows(model: keras.Model) -> list[dict[str, Any]]:

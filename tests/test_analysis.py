@@ -254,6 +254,18 @@ def test_latent_grid_coverage_of_constructed_codes():
     assert ca4.latent_grid_coverage(diagonal, 3, 1.5) == pytest.approx(3 / 9)
 
 
+def test_latent_grid_cells_count_as_numpy_histogram2d_does():
+    rng = np.random.default_rng(1)
+    edges = np.linspace(-2.0, 2.0, 16)
+    # Random points inside and outside, and points exactly on cell edges and grid corners.
+    points = np.concatenate([rng.uniform(-2.5, 2.5, size=(500, 2)),
+                             rng.choice(edges, size=(200, 2)), [[2.0, 2.0], [-2.0, 2.0]]])
+    counts, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=[edges, edges])
+    cells = ca4.latent_grid_cells(points, points_per_side=15, extent=2.0)
+    np.testing.assert_array_equal(
+        np.bincount(cells[cells >= 0], minlength=15 * 15).reshape(15, 15), counts)
+    assert ca4.covered_share(cells, 15) == pytest.approx(np.mean(counts > 0))
+
 def grid_of_constant_tiles(values: list[list[float]]) -> np.ndarray:
     return np.kron(np.array(values, dtype=np.float64), np.ones((28, 28)))
 

@@ -8,6 +8,7 @@ or is the known answer of a constructed case.
 from __future__ import annotations
 
 import doctest
+import io
 import math
 import platform
 import subprocess
@@ -16,8 +17,10 @@ from importlib import metadata
 from pathlib import Path
 
 import keras
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import PIL.Image
 import pytest
 from scipy import stats
 
@@ -576,6 +579,15 @@ def test_title_block_notes_a_missing_group_and_members(group, members):
             "the environment) |") in block
 
 
+def test_short_commit_keeps_12_digits_of_a_full_hash_and_the_rest():
+    full = "0123456789abcdef0123456789abcdef01234567"
+    assert ca4.short_commit(full) == "0123456789ab"
+    assert ca4.short_commit(f"{full} (with uncommitted changes)") == (
+        "0123456789ab (with uncommitted changes)")
+    assert ca4.short_commit("unknown (not a git checkout)") == "unknown (not a git checkout)"
+    assert ca4.short_commit("0123abc") == "0123abc"  # not a full hash: as it is
+
+
 def test_start_run_record_removes_the_last_metrics_and_records_the_provenance():
     metrics = ca4.build_dir() / "metrics.json"
     metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -667,6 +679,27 @@ def test_show_figure_saves_a_png_under_the_build_folder_and_closes_the_figure():
     ca4.show_figure(figure, "test_figure_1")
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert not plt.fignum_exists(number)
+
+
+def test_show_figure_shows_the_saved_png_cropped_like_the_inline_backend(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    with matplotlib.rc_context(ca4.REPORT_STYLE):
+        figure, axis = plt.subplots(figsize=(4, 3))
+        axis.plot([0, 1], [1, 0])
+        axis.set_title("a title")
+        cropped = io.BytesIO()
+        # What matplotlib-inline shows for a figure: print_figure with bbox_inches="tight".
+        figure.savefig(cropped, format="png", bbox_inches="tight")
+        ca4.show_figure(figure, "test_figure_2")
+    (image,) = shown
+    saved = (ca4.build_dir() / "figures" / "test_figure_2.png").read_bytes()
+    assert image.data == saved
+    assert PIL.Image.open(io.BytesIO(saved)).size == PIL.Image.open(cropped).size
+    # Cropped: narrower than the uncropped 4 x 3 in canvas at the report's resolution.
+    assert PIL.Image.open(io.BytesIO(saved)).size[0] < 4 * ca4.REPORT_STYLE["figure.dpi"]
 
 
 @pytest.mark.parametrize("name", ["Task1", "task-1", "../escape", "a b", "", "figure.png"])

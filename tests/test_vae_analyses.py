@@ -805,6 +805,121 @@ def test_cached_analysis_recomputes_a_damaged_cache_file(private_cache, damage):
 
 
 # ---------------------------------------------------------------------------------------------
+# cache_predictions: predict and decode_codes through the analysis cache
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def counted_batches(private_cache, monkeypatch):
+    """Count the model runs of run_in_batches; the prediction cache on for this test only."""
+    real = ca4.run_in_batches
+
+    def counted(model, inputs, batch_size):
+        CALLS.count += 1
+        return real(model, inputs, batch_size)
+
+    monkeypatch.setattr(ca4, "run_in_batches", counted)
+    monkeypatch.setattr(ca4.PREDICTION_CACHE, "enabled", False)
+    return private_cache
+
+
+def pixel_sums_model(outputs: int = 1) -> keras.Model:
+    ca4.set_seed(0)
+    images = keras.Input(ca4.IMAGE_SHAPE)
+    flat = keras.layers.Flatten()(images)
+    heads = [keras.layers.Dense(2, name=f"head_{i}")(flat) for i in range(outputs)]
+    return keras.Model(images, heads if outputs > 1 else heads[0])
+
+
+def test_cached_predictions_run_the_model_once_and_return_its_outputs(counted_batches):
+    model = pixel_sums_model()
+    images = np.random.default_rng(0).random((ca4.CACHED_PREDICTION_MIN, 28, 28, 1),
+                                             dtype=np.float32)
+    kernel, bias = (np.asarray(w, np.float64) for w in model.get_weights())
+    expected = images.reshape(len(images), -1) @ kernel + bias  # the Dense layer by hand
+    ca4.cache_predictions()
+    first, second = ca4.predict(model, images), ca4.predict(model, images)
+    assert CALLS.count == 1
+    np.testing.assert_allclose(first, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(second, first)
+    assert len(list(counted_batches.glob("model_outputs-*.npz"))) == 1
+    model.layers[-1].bias.assign(np.ones(2, np.float32))
+    np.testing.assert_allclose(ca4.predict(model, images), first + 1.0, rtol=1e-5)
+    assert CALLS.count == 2  # new weights: run again
+
+
+def test_cached_predictions_keep_a_list_of_outputs_a_list(counted_batches):
+    model = pixel_sums_model(outputs=2)
+    images = np.zeros((ca4.CACHED_PREDICTION_MIN, 28, 28, 1), np.float32)
+    ca4.cache_predictions()
+    computed, loaded = ca4.predict(model, images), ca4.predict(model, images)
+    assert CALLS.count == 1
+    assert isinstance(loaded, list) and len(loaded) == 2
+    for fresh, stored in zip(computed, loaded):
+        np.testing.assert_array_equal(stored, fresh)
+
+
+def test_predictions_are_not_kept_when_off_few_or_inside_a_cached_analysis(counted_batches):
+    model = pixel_sums_model()
+    many = np.zeros((ca4.CACHED_PREDICTION_MIN, 28, 28, 1), np.float32)
+    ca4.predict(model, many), ca4.predict(model, many)
+    assert CALLS.count == 2  # off by default
+    ca4.cache_predictions()
+    few = many[:ca4.CACHED_PREDICTION_MIN - 1]
+    ca4.predict(model, few), ca4.predict(model, few)
+    assert CALLS.count == 4
+    assert not list(counted_batches.glob("model_outputs-*.npz"))
+    ca4.cached_analysis(model_analysis_of_images, model, many)
+    # The analysis is kept as a whole, its predictions not on their own.
+    assert [path.name.split("-")[0] for path in counted_batches.glob("*.npz")] == [
+        "model_analysis_of_images"]
+
+
+def model_analysis_of_images(model: keras.Model, images: np.ndarray) -> dict:
+    return {"total": float(np.sum(ca4.predict(model, images)))}
+
+
+class Scaling(keras.layers.Layer):
+    """A layer without weights: an edit of its call changes outputs, never the variables."""
+
+    def call(self, inputs):
+        return 2.0 * inputs
+
+
+def tripled(self, inputs):
+    return 3.0 * inputs
+
+
+def test_cached_predictions_recompute_when_a_layer_s_code_changes(counted_batches, monkeypatch):
+    images = np.full((ca4.CACHED_PREDICTION_MIN, 28, 28, 1), 0.5, np.float32)
+    model = keras.Sequential([keras.Input(ca4.IMAGE_SHAPE), Scaling()])
+    ca4.cache_predictions()
+    np.testing.assert_array_equal(ca4.predict(model, images), 2.0 * images)
+    # As an edit with %autoreload would: the same class, its method's code replaced.
+    monkeypatch.setattr(Scaling.call, "__code__", tripled.__code__)
+    np.testing.assert_array_equal(ca4.predict(model, images), 3.0 * images)
+    assert CALLS.count == 2
+
+def test_dead_unit_share_is_read_back_once_cached(counted_batches):
+    ca4.set_seed(0)
+    images_in = keras.Input(ca4.IMAGE_SHAPE)
+    encoder = keras.Model(images_in, keras.layers.Dense(4, activation="relu")(
+        keras.layers.Flatten()(images_in)))
+    # Units 0 and 1 see the pixel sum, units 2 and 3 its negative: on positive images the
+    # last two stay 0 whatever the image, half the units are dead.
+    kernel = np.zeros((28 * 28, 4), np.float32)
+    kernel[:, :2], kernel[:, 2:] = 1.0, -1.0
+    encoder.layers[-1].set_weights([kernel, np.zeros(4, np.float32)])
+    images = np.full((20, 28, 28, 1), 0.5, np.float32)
+    ca4.cache_predictions()
+    assert ca4.dead_unit_share(encoder, images) == ca4.dead_unit_share(encoder, images) == 0.5
+    assert CALLS.count == 1
+
+def test_cache_predictions_names_a_wrong_argument():
+    with pytest.raises(ValueError, match="enabled: expected True or False"):
+        ca4.cache_predictions("yes")
+
+
+# ---------------------------------------------------------------------------------------------
 # Plots: rate-distortion plane, latent grids over given bounds
 # ---------------------------------------------------------------------------------------------
 

@@ -2,25 +2,34 @@
 
 `make run`, `make execute`, `make pdf` and the tests use this module:
 
+    python -m tools.build run [--profile P]      execute, then pdf, in one process
     python -m tools.build preflight [--no-pdf]   check MNIST and the PDF tools before a run
-    python -m tools.build execute [--profile P]  papermill: build/ca4.ipynb, progress streamed
+    python -m tools.build execute [--profile P]  preflight --no-pdf, then papermill:
+                                                 build/ca4.ipynb, its progress streamed
     python -m tools.build pdf                    nbconvert: build/ca4.pdf from build/ca4.ipynb
+
+Importing ca4_helpers imports TensorFlow, seconds of a cached re-run, so this module imports it
+only where a command needs it: `run` lets the notebook check MNIST and the profile (its first
+cells do) and imports it for the PDF export in the background while the kernel works.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib
 import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import ca4_helpers as ca4
-
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 PDF_TOOLS = {"xelatex": "texlive-xetex", "pandoc": "pandoc"}
 PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
 # nbconvert's LaTeX template ("latex"), changed for the report: no LaTeX title (the notebook's
@@ -39,6 +48,21 @@ PDF_TEMPLATE = r"""((*- extends 'index.tex.j2' -*))
 # The cell that prints the title block (group, members, smoke-run banner) is tagged so; the
 # PDF puts it first, above the parameters cell that must precede it in the notebook.
 TITLE_TAG = "title"
+
+
+def coursework() -> ModuleType:
+    """Return ca4_helpers, imported on first use (it imports TensorFlow: seconds)."""
+    return importlib.import_module("ca4_helpers")
+
+
+def build_dir() -> Path:
+    """Return ca4.build_dir() (the same rule) without importing ca4_helpers."""
+    return Path(os.environ.get("CA4_BUILD_DIR", PROJECT_DIR / "build")).resolve()
+
+
+def clock(seconds: float) -> str:
+    """Format the time since a run started for its progress lines: '0:12:40'."""
+    return str(datetime.timedelta(seconds=round(seconds)))
 
 
 def missing_pdf_tools() -> list[str]:
@@ -81,7 +105,6 @@ def execute_notebook(source: str | os.PathLike, target: str | os.PathLike, profi
     import papermill
     from traitlets.config import Config
 
-    profile = ca4.get_profile(profile).name
     titles = section_titles(nbformat.read(source, as_version=4))
     started, shown = time.perf_counter(), [""]
 
@@ -89,13 +112,13 @@ def execute_notebook(source: str | os.PathLike, target: str | os.PathLike, profi
         title = titles.get(cell.get("id"), "")
         if stream is not None and title and title != shown[0]:
             shown[0] = title
-            stream.write(f"[{ca4.format_duration(time.perf_counter() - started)}] {title}\n")
+            stream.write(f"[{clock(time.perf_counter() - started)}] {title}\n")
             stream.flush()
 
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
         str(source), str(target), parameters={"PROFILE": profile}, kernel_name="python3",
-        cwd=str(ca4.PROJECT_DIR), progress_bar=False, stdout_file=stream, stderr_file=stream,
+        cwd=str(PROJECT_DIR), progress_bar=False, stdout_file=stream, stderr_file=stream,
         execution_timeout=timeout, on_cell_start=announce,
         # Unix sockets between runner and kernel: nothing on TCP, and no warning about it.
         config=Config({"KernelManager": {"transport": "ipc"}}))
@@ -128,12 +151,13 @@ def export_pdf(notebook_path: str | os.PathLike, pdf_path: str | os.PathLike) ->
                 if output.get("output_type") == "stream":
                     lines = output.text.splitlines(keepends=True)
                     output.text = "".join(line for line in lines
-                                          if not ca4.EPOCH_LINE.match(line))
+                                          if not epoch_line.match(line))
             return cell, resources
 
     message = pdf_tools_message()
     if message:
         raise RuntimeError(message)
+    epoch_line = coursework().EPOCH_LINE
     config = Config()
     config.TagRemovePreprocessor.enabled = True
     config.TagRemovePreprocessor.remove_input_tags = ("hide-input",)
@@ -154,42 +178,80 @@ def export_pdf(notebook_path: str | os.PathLike, pdf_path: str | os.PathLike) ->
 
 def preflight(need_pdf: bool = True) -> None:
     """Fail fast, before any training: MNIST must be found and checked, the PDF tools present."""
-    ca4.load_mnist()
+    coursework().load_mnist()
     if need_pdf and missing_pdf_tools():
         raise SystemExit(pdf_tools_message())
 
 
+def run(profile: str, notebook: Path, pdf: Path) -> None:
+    """Execute and export, printing the time of each step and of the whole.
+
+    The PDF tools are checked first; MNIST and the profile are checked by the notebook's
+    first cells, seconds into the run. ca4_helpers is imported for the export in the
+    background while the kernel runs, so that its import costs no time of its own.
+    """
+    started = time.perf_counter()
+    message = pdf_tools_message()
+    if message:
+        raise SystemExit(message)
+    threading.Thread(target=coursework, daemon=True).start()
+    print(f"executing ca4.ipynb, profile {profile!r} -> {notebook}")
+    execute_notebook(PROJECT_DIR / "ca4.ipynb", notebook, profile)
+    executed = time.perf_counter()
+    duration = coursework().format_duration
+    print(f"executed in {duration(executed - started)}")
+    export_pdf(notebook, pdf)
+    print(f"wrote {pdf} in {duration(time.perf_counter() - executed)}")
+    print(f"make run ({profile}) took {duration(time.perf_counter() - started)}: "
+          f"{notebook}, {pdf}, {notebook.parent / 'metrics.json'}")
+
+
 def main(arguments: Sequence[str] | None = None) -> int:
-    """Command line: `preflight`, `execute` and `pdf` for the Makefile."""
+    """Command line: `run`, `preflight`, `execute` and `pdf` for the Makefile."""
     parser = argparse.ArgumentParser(prog="python -m tools.build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    everything = commands.add_parser("run", help="preflight, execute and export the PDF")
     check = commands.add_parser("preflight", help="check MNIST and the PDF tools before a run")
     check.add_argument("--no-pdf", action="store_true", help="do not require the PDF tools")
-    run = commands.add_parser("execute", help="execute the notebook headlessly")
-    run.add_argument("--profile", default=os.environ.get("CA4_PROFILE", "full"))
-    run.add_argument("--source", default=str(ca4.PROJECT_DIR / "ca4.ipynb"))
-    run.add_argument("--target", default=str(ca4.build_dir() / "ca4.ipynb"))
+    execute = commands.add_parser("execute", help="execute the notebook headlessly")
+    for command in (everything, execute):
+        command.add_argument("--profile", default=os.environ.get("CA4_PROFILE", "full"))
+    execute.add_argument("--source", default=str(PROJECT_DIR / "ca4.ipynb"))
+    execute.add_argument("--target", default=str(build_dir() / "ca4.ipynb"))
     pdf = commands.add_parser("pdf", help="export the executed notebook to PDF")
-    pdf.add_argument("--source", default=str(ca4.build_dir() / "ca4.ipynb"))
-    pdf.add_argument("--target", default=str(ca4.build_dir() / "ca4.pdf"))
+    pdf.add_argument("--source", default=str(build_dir() / "ca4.ipynb"))
+    pdf.add_argument("--target", default=str(build_dir() / "ca4.pdf"))
     options = parser.parse_args(arguments)
+    import papermill
+
     try:
-        if options.command == "preflight":
+        if options.command == "run":
+            run(options.profile, build_dir() / "ca4.ipynb", build_dir() / "ca4.pdf")
+        elif options.command == "preflight":
             preflight(need_pdf=not options.no_pdf)
             print("preflight: MNIST found and checked"
                   + ("" if options.no_pdf else "; PDF tools present"))
         elif options.command == "execute":
             started = time.perf_counter()
+            preflight(need_pdf=False)
             print(f"executing ca4.ipynb, profile {options.profile!r} -> {options.target}")
             execute_notebook(options.source, options.target, options.profile)
-            print(f"executed in {ca4.format_duration(time.perf_counter() - started)}")
+            print("executed in "
+                  f"{coursework().format_duration(time.perf_counter() - started)}")
         else:
             export_pdf(options.source, options.target)
             print(f"wrote {options.target}")
-    except ca4.MnistFileError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except papermill.PapermillExecutionError as error:
+        # The notebook stopped: its own message (a missing MNIST, a wrong CA4_PROFILE), not
+        # papermill's traceback; the executed notebook keeps the whole traceback.
+        print(f"error: {error.ename}: {error.evalue}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if isinstance(error, coursework().MnistFileError):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        raise
     return 0
 
 
