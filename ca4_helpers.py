@@ -1817,7 +1817,8 @@ def cached_analysis(function: Callable[..., Mapping[str, Any]], *arguments: Any,
     """Return `function(*arguments, **keywords)`, a dict of arrays and numbers, computed once
     and kept in build/cache/analyses/ under what it reads: the function's code (as for
     trained models), each model argument's variables, layers and layer code, each array's
-    bytes and every other argument's value. A cached re-run of the notebook then skips the slow ones.
+    bytes and every other argument's value. A cached re-run of the notebook then skips the
+    slow ones.
     """
     def describe(value: Any) -> Any:
         if isinstance(value, keras.Model):
@@ -2455,11 +2456,12 @@ def show_figure(figure: matplotlib.figure.Figure, name: str) -> None:
         raise ValueError(f"name: expected lower-case letters, digits and '_', got {name!r}")
     path = build_dir() / "figures" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    png = io.BytesIO()
+    buffer = io.BytesIO()
     # Light compression: a tenth of the encoding time for files a quarter larger.
-    figure.savefig(png, format="png", bbox_inches="tight", pil_kwargs={"compress_level": 1})
-    path.write_bytes(png.getvalue())
-    display(Image(data=png.getvalue(), format="png"))
+    figure.savefig(buffer, format="png", bbox_inches="tight", pil_kwargs={"compress_level": 1})
+    png = buffer.getvalue()
+    path.write_bytes(png)
+    display(Image(data=png, format="png"))
     plt.close(figure)
 
 

@@ -29,6 +29,8 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from tools.build import build_dir, section_titles  # noqa: E402
+
 PHASES = {"execution": re.compile(r"^executed in (.+)$"),
           "PDF export": re.compile(r"^wrote \S+ in (.+)$")}
 
@@ -45,8 +47,6 @@ def parse_duration(text: str) -> float:
 def cell_seconds(notebook_path: Path) -> list[dict[str, Any]]:
     """Return each executed code cell's section, first line and papermill duration."""
     import nbformat
-
-    from tools.build import section_titles
 
     notebook = nbformat.read(notebook_path, as_version=4)
     titles = section_titles(notebook)
@@ -78,8 +78,7 @@ def one_run(profile: str) -> dict[str, Any]:
     for name, pattern in PHASES.items():
         match = next((pattern.match(line) for line in lines if pattern.match(line)), None)
         phases[name] = parse_duration(match[1]) if match else None
-    build = Path(os.environ.get("CA4_BUILD_DIR", PROJECT_ROOT / "build"))
-    cells = cell_seconds(build / "ca4.ipynb")
+    cells = cell_seconds(build_dir() / "ca4.ipynb")
     return {"total_s": total, "phases_s": phases, "cells_s": sum(c["seconds"] for c in cells),
             "cells": cells}
 
@@ -99,8 +98,7 @@ def main() -> None:
     for number in range(options.runs):
         runs.append(one_run(options.profile))
         print(f"run {number + 1}: {runs[-1]['total_s']:.1f} s", flush=True)
-    build = Path(os.environ.get("CA4_BUILD_DIR", PROJECT_ROOT / "build"))
-    output = build / "cached_run.json"
+    output = build_dir() / "cached_run.json"
     output.write_text(json.dumps({"profile": options.profile, "runs": runs}, indent=1))
 
     def median(values: list[float | None]) -> str:

@@ -625,3 +625,16 @@ def test_run_progress_seconds_left():
 ])
 def test_format_duration(seconds, text):
     assert ca4.format_duration(seconds) == text
+
+
+@pytest.mark.parametrize("folder", [None, "elsewhere/out"])
+def test_the_build_tools_find_the_build_folder_where_ca4_does(folder, monkeypatch, tmp_path):
+    # tools.build keeps its own copy of the rule so as not to import TensorFlow.
+    monkeypatch.chdir(tmp_path)
+    if folder is None:
+        monkeypatch.delenv("CA4_BUILD_DIR", raising=False)
+    else:
+        monkeypatch.setenv("CA4_BUILD_DIR", folder)
+    assert build.build_dir() == ca4.build_dir()
+    assert build.build_dir() == (ca4.PROJECT_DIR / "build" if folder is None
+                                 else tmp_path / folder)

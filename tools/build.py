@@ -211,7 +211,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    everything = commands.add_parser("run", help="preflight, execute and export the PDF")
+    everything = commands.add_parser("run", help="execute the notebook and export the PDF")
     check = commands.add_parser("preflight", help="check MNIST and the PDF tools before a run")
     check.add_argument("--no-pdf", action="store_true", help="do not require the PDF tools")
     execute = commands.add_parser("execute", help="execute the notebook headlessly")
