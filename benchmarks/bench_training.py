@@ -11,7 +11,7 @@ baseline builds the same layers, compiles them with Keras' defaults and calls pl
 a fresh model for two epochs and times only the second (steady state). The two sides
 alternate (baseline, project, baseline, project, ...) and the medians are reported.
 
-Latent grid: one batched decode of the 15x15 grid (`ca4.decode_latent_grid`) against
+Latent grid: one batched decode of the 15x15 grid (`latent_space.decode_latent_grid`) against
 225 calls of `decoder.predict(point[None])`, alternating in the same way.
 
 Epoch distribution: whole epochs (60,000 images and validation on 10,000 by default) of each
@@ -23,7 +23,7 @@ fix). Reports every epoch's seconds and CPU share (process CPU time / wall time)
 side, the count of slow epochs (a CPU share below SLOW_CPU_FRACTION of a typical fast epoch's),
 the median and the maximum.
 
-Writes build/bench.json (`ca4.build_dir()`) and prints a table. See benchmarks/README.md.
+Writes build/bench.json (`settings.build_dir()`) and prints a table. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 
 # ca4_helpers imports TensorFlow with its native start-up lines silenced: use its modules.
 import ca4_helpers as ca4  # noqa: E402
+from ca4lib import cache_key, checks, latent_space, settings, storage
 
 keras, tf = ca4.keras, ca4.tf
 
@@ -102,7 +103,7 @@ def cpu_model() -> str:
 
 def machine_info() -> dict[str, Any]:
     """Describe the machine and the library versions a timing depends on."""
-    versions = ca4.library_versions()
+    versions = cache_key.library_versions()
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -126,7 +127,7 @@ def build_plain_vae(steps_per_execution: int = 1, jit_compile: Any = "auto"
     """The assignment's VAE (same layers and seed as build_vae), compiled the straightforward way."""
     model = ca4.VariationalAutoencoder(ca4.build_vae_encoder(LATENT_DIM_VAE),
                                        ca4.build_decoder(LATENT_DIM_VAE), kl_weight=1.0,
-                                       seed=ca4.DEFAULT_SEED, name="vae_plain")
+                                       seed=settings.DEFAULT_SEED, name="vae_plain")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution,
                   jit_compile=jit_compile)
     return model
@@ -174,7 +175,7 @@ def baseline_epoch_seconds(build: Callable[[], keras.Model], images: np.ndarray,
     """Baseline: a freshly built, default-compiled model trained with fit on NumPy, validated
     on the same images as the project side."""
     keras.utils.clear_session()
-    ca4.set_seed(ca4.DEFAULT_SEED)
+    ca4.set_seed(settings.DEFAULT_SEED)
     return fit_steady_epoch(build(), images, BATCH_SIZE, validation)
 
 
@@ -197,9 +198,9 @@ def per_point_decode_seconds(decoder: keras.Model, points: np.ndarray) -> float:
 
 
 def batched_decode_seconds(decoder: keras.Model) -> float:
-    """Project grid: one batched decode of the whole grid (ca4.decode_latent_grid)."""
+    """Project grid: one batched decode of the whole grid (latent_space.decode_latent_grid)."""
     started = time.perf_counter()
-    ca4.decode_latent_grid(decoder, GRID_SIDE)
+    latent_space.decode_latent_grid(decoder, GRID_SIDE)
     return time.perf_counter() - started
 
 
@@ -253,10 +254,10 @@ def one_epoch_seconds(model: keras.Model, side: str, train: np.ndarray,
         project_options = ca4.pipeline_options
         ca4.pipeline_options = PIPELINES[side]  # make_dataset reads it by name
         try:
-            order = ca4.epoch_orders(len(train), ca4.DEFAULT_SEED, range(epoch, epoch + 1))
+            order = ca4.epoch_orders(len(train), settings.DEFAULT_SEED, range(epoch, epoch + 1))
             model.fit(ca4.make_dataset(train, train, BATCH_SIZE, order),
                       validation_data=ca4.make_dataset(validation, validation,
-                                                       ca4.PREDICT_BATCH_SIZE),
+                                                       settings.PREDICT_BATCH_SIZE),
                       epochs=1, shuffle=False, verbose=0)
         finally:
             ca4.pipeline_options = project_options
@@ -277,7 +278,7 @@ def epoch_distribution(epochs: int, images: int, sides: Sequence[str],
         models = {}
         for side in sides:
             keras.utils.clear_session()
-            ca4.set_seed(ca4.DEFAULT_SEED)
+            ca4.set_seed(settings.DEFAULT_SEED)
             models[side] = plain() if side == "port" else project()
         # One untimed epoch each first: tracing and allocation are not the steady state.
         samples: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
@@ -327,7 +328,7 @@ def run(images: int, repeats: int, say: Callable[[str], None] = print) -> dict[s
 
     # The latent grid uses the last trained VAE's decoder; each side runs once untimed first,
     # so that neither pays for tracing its function.
-    points = ca4.latent_grid_points(GRID_SIDE)
+    points = latent_space.latent_grid_points(GRID_SIDE)
     per_point_decode_seconds(decoder, points[:1])
     batched_decode_seconds(decoder)
     per_point, batched = [], []
@@ -400,11 +401,11 @@ def main(arguments: Sequence[str] | None = None) -> int:
                         help=f"pipelines to alternate, from {', '.join(PIPELINES)} "
                              "(default port,project)")
     parser.add_argument("--output", type=Path, default=None,
-                        help="result file (default: build/bench.json in ca4.build_dir())")
+                        help="result file (default: build/bench.json in settings.build_dir())")
     options = parser.parse_args(arguments)
-    ca4.check_positive_int(options.images, "--images")
-    ca4.check_positive_int(options.repeats, "--repeats")
-    output = options.output or ca4.build_dir() / "bench.json"
+    checks.check_positive_int(options.images, "--images")
+    checks.check_positive_int(options.repeats, "--repeats")
+    output = options.output or settings.build_dir() / "bench.json"
     print(f"bench: {options.images} images, {options.repeats} repetitions, batch {BATCH_SIZE}")
     started = time.perf_counter()
     results = run(options.images, options.repeats)
@@ -418,7 +419,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
         results["epochs"] = epoch_distribution(options.epochs, options.epoch_images, sides)
     results["settings"].update(epochs=options.epochs, epoch_images=options.epoch_images,
                                sides=options.sides)
-    ca4.write_json_atomic(output, results)
+    storage.write_json_atomic(output, results)
     print(format_table(results))
     print(f"wrote {output} in {time.perf_counter() - started:.0f} s")
     return 0

@@ -16,7 +16,7 @@ trains a new model for two epochs and reports the second (steady-state) epoch's 
 configurations run in rounds, every configuration once per round, so that a slow spell of a
 shared machine hits all of them alike; the medians over the rounds are reported.
 
-Writes build/levers.json (`ca4.build_dir()`) and prints a table. See benchmarks/README.md.
+Writes build/levers.json (`settings.build_dir()`) and prints a table. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+# The settings and storage rooms import no TensorFlow: this driver process stays light.
+from ca4lib import settings, storage  # noqa: E402
+
 RESULT_PREFIX = "LEVER-RESULT "
 
 REFERENCE: dict[str, Any] = {
@@ -92,14 +97,14 @@ def worker(config: dict[str, Any], images: int) -> dict[str, Any]:
 
     ca4 = bench.ca4
     train = bench.load_images(images)[0]
-    ca4.set_seed(ca4.DEFAULT_SEED)
+    ca4.set_seed(settings.DEFAULT_SEED)
     if config.get("precision", "float32") != "float32":
         bench.keras.mixed_precision.set_global_policy(config["precision"])
     jit = True if config["jit_compile"] is True else "auto"
     builder = bench.build_plain_vae if config["model"] == "vae" else bench.build_plain_autoencoder
     model = builder(steps_per_execution=config["steps_per_execution"], jit_compile=jit)
     if config["input"] == "dataset":
-        order = ca4.epoch_orders(len(train), ca4.DEFAULT_SEED, range(1))
+        order = ca4.epoch_orders(len(train), settings.DEFAULT_SEED, range(1))
         data = ca4.make_dataset(train, train, config["batch_size"], order)
         seconds = bench.fit_steady_epoch(model, data, None)
     else:
@@ -226,19 +231,6 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_dir() -> Path:
-    """ca4.build_dir() without importing TensorFlow into this driver process."""
-    return Path(os.environ.get("CA4_BUILD_DIR", PROJECT_ROOT / "build")).resolve()
-
-
-def write_json(path: Path, data: Any) -> None:
-    """ca4.write_json_atomic without importing TensorFlow into this driver process."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def main(arguments: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=6400,
@@ -247,7 +239,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(LEVERS), default=None,
                         help="measure only these levers")
     parser.add_argument("--output", type=Path, default=None,
-                        help="result file (default: build/levers.json in ca4.build_dir())")
+                        help="result file (default: build/levers.json in settings.build_dir())")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     options = parser.parse_args(arguments)
     if options.images < 1 or options.repeats < 1:
@@ -257,11 +249,11 @@ def main(arguments: Sequence[str] | None = None) -> int:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
     levers = options.only or list(LEVERS)
-    output = options.output or build_dir() / "levers.json"
+    output = options.output or settings.build_dir() / "levers.json"
     print(f"levers: {', '.join(levers)}; {options.images} images, {options.repeats} rounds")
     started = time.perf_counter()
     report = measure(levers, options.images, options.repeats)
-    write_json(output, report)
+    storage.write_json_atomic(output, report)
     print(format_table(report))
     print(f"wrote {output} in {time.perf_counter() - started:.0f} s")
     return 0

@@ -20,7 +20,7 @@ Python process
 
 Op times are the durations of the kernels on TensorFlow's executor threads, summed over the
 threads, so their shares describe the work; the step time is wall time. Writes
-``build/op_profile.json`` and ``build/op_profile.png`` (``ca4.build_dir()``) and prints the tables
+``build/op_profile.json`` and ``build/op_profile.png`` (``settings.build_dir()``) and prints the tables
 that ``benchmarks/README.md`` quotes.
 """
 
@@ -40,6 +40,11 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+# The settings and storage rooms import no TensorFlow: this driver process stays light.
+from ca4lib import settings  # noqa: E402
+
 RESULT_PREFIX = "OP-PROFILE-RESULT "
 BATCH = 128
 # Op types that carry the arithmetic; the rest (element-wise, reductions, optimizer, copies) are
@@ -269,7 +274,6 @@ def main(arguments: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(PROJECT_ROOT))
     from bench_training import machine_info
 
-    import ca4_helpers as ca4
 
     isas = [isa.strip() for isa in options.isas.split(",") if isa.strip()]
     results: dict[str, Any] = {"isas": isas, "machine": machine_info(),
@@ -281,7 +285,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
         for kind in ("autoencoder", "vae"):
             row = results[isa][kind]
             row["fraction_of_matmul"] = row["step_gflops_per_s"] / results[isa]["matmul_gflops"]
-    output = options.output or ca4.build_dir() / "op_profile.json"
+    output = options.output or settings.build_dir() / "op_profile.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))
     plot(results, output.with_suffix(".png"))

@@ -37,6 +37,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 import ca4_helpers as ca4  # noqa: E402
+from ca4lib import cache_key, estimates, settings
 
 HELD_OUT = 5000
 
@@ -56,7 +57,7 @@ def build_wide_vae(seed: int, learning_rate: float = 2e-3) -> ca4.VariationalAut
     """The project's VAE with the wide decoder."""
     model = ca4.VariationalAutoencoder(ca4.build_vae_encoder(2), build_wide_decoder(2),
                                        kl_weight=1.0, seed=seed, name="vae_kl1_wide")
-    model(keras.ops.zeros((1, *ca4.IMAGE_SHAPE)))
+    model(keras.ops.zeros((1, *settings.IMAGE_SHAPE)))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     return model
 
@@ -80,9 +81,9 @@ def run(seeds: Sequence[int], epochs: int) -> dict[str, Any]:
     (x_train_raw, _), _ = ca4.load_mnist()
     x_all = ca4.normalize_images(x_train_raw)
     x_fit, x_held_out = x_all[:-HELD_OUT], x_all[-HELD_OUT:]
-    cache = ca4.build_dir() / "experiments" / "cache"
+    cache = settings.build_dir() / "experiments" / "cache"
     results: dict[str, Any] = {"held_out": HELD_OUT, "epochs": epochs, "seeds": list(seeds),
-                               "versions": ca4.library_versions(), "by_seed": {}}
+                               "versions": cache_key.library_versions(), "by_seed": {}}
     for seed in seeds:
         scores = {}
         for label, (name, builder) in VARIANTS.items():
@@ -93,7 +94,7 @@ def run(seeds: Sequence[int], epochs: int) -> dict[str, Any]:
         reference = scores[PROJECT]
         results["by_seed"][seed] = {
             label: {"neg_elbo": float(values.mean()),
-                    "minus_project": dataclasses.asdict(ca4.paired_estimate(values, reference))}
+                    "minus_project": dataclasses.asdict(estimates.paired_estimate(values, reference))}
             for label, values in scores.items()}
     return results
 
@@ -104,7 +105,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     options = parser.parse_args(arguments)
     results = run(options.seeds, options.epochs)
-    output = ca4.build_dir() / "experiments" / "validation_split.json"
+    output = settings.build_dir() / "experiments" / "validation_split.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))
     print("| seed | variant | validation negative ELBO | minus the project's (paired) |")

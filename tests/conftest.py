@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import ca4_helpers as ca4  # noqa: E402
+from ca4lib import mnist
 
 TRAIN_SIZE = 256
 VALIDATION_SIZE = 128
@@ -47,6 +49,26 @@ def private_build_dir(tmp_path_factory: pytest.TempPathFactory):
         os.environ["CA4_BUILD_DIR"] = previous
 
 
+@pytest.fixture
+def patch_lookup(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[..., object], str, object], None]:
+    """`patch_lookup(function, name, value)`: replace `name` where `function` looks it up, in
+    its own module's namespace, until the test ends.
+
+    A name imported from another room is a binding of its own in each room that imports it, so
+    patching the room that defines it would silently miss. This fails instead when `function`
+    (or a function nested in it) does not look `name` up among its globals.
+    """
+    def patch(function: Callable[..., object], name: str, value: object) -> None:
+        code = function.__code__
+        looked_up = set(code.co_names).union(*(
+            constant.co_names for constant in code.co_consts if isinstance(constant, types.CodeType)))
+        assert name in looked_up, f"{function.__qualname__} does not look up {name!r}"
+        assert name in function.__globals__, f"{name!r} is not a global of {function.__module__}"
+        monkeypatch.setitem(function.__globals__, name, value)
+
+    return patch
+
+
 @pytest.fixture(autouse=True)
 def close_figures():
     """Close the figures a test opened, so that they do not pile up over the session."""
@@ -62,7 +84,7 @@ def mnist_raw():
     there a missing or damaged file fails them, so a broken data link cannot pass as a skip.
     """
     required = os.environ.get("CA4_REQUIRE_MNIST") == "1"
-    if ca4.find_mnist() is None:  # never fall through to the Keras download in a test
+    if mnist.find_mnist() is None:  # never fall through to the Keras download in a test
         if required:
             pytest.fail("CA4_REQUIRE_MNIST=1 but no MNIST file was found (CA4_MNIST, data/)")
         pytest.skip("real MNIST not available: set CA4_MNIST or link data/mnist.npz")
@@ -166,11 +188,11 @@ def jupyter_lab(tmp_path: Path) -> Iterator[Callable[..., LabServer]]:
         env = {name: value for name, value in env.items() if value is not None}
         command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
                    "--ServerApp.port_retries=0", f"--ServerApp.token={token}",
-                   "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={ca4.PROJECT_DIR}",
+                   "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={PROJECT_ROOT}",
                    "--allow-root", *arguments]
         log = tmp_path / f"jupyter-{port}.log"
         with log.open("w") as output:
-            process = subprocess.Popen(command, cwd=ca4.PROJECT_DIR, env=env,
+            process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env,
                                        stdin=subprocess.DEVNULL, stdout=output,
                                        stderr=subprocess.STDOUT)
         server = LabServer(f"http://127.0.0.1:{port}", token, log, folders, process)

@@ -13,6 +13,18 @@ import numpy as np
 import pytest
 
 import ca4_helpers as ca4
+from ca4lib import (
+    generation,
+    latent_space,
+    measures,
+    progress,
+    report,
+    settings,
+    storage,
+    training_log,
+    vae_analyses,
+    wording,
+)
 from tools import build
 
 # ---------------------------------------------------------------------------------------------
@@ -31,7 +43,7 @@ def clusters(per_digit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_knn_correct_of_separated_clusters_is_all_true():
     train_codes, train_labels = clusters(20, seed=0)
     test_codes, test_labels = clusters(10, seed=1)
-    correct = ca4.knn_correct(train_codes, train_labels, test_codes, test_labels)
+    correct = measures.knn_correct(train_codes, train_labels, test_codes, test_labels)
     assert correct.shape == (100,) and correct.dtype == bool
     assert correct.all()
 
@@ -40,7 +52,7 @@ def test_knn_correct_of_labels_unrelated_to_the_codes_is_near_chance():
     rng = np.random.default_rng(0)
     train_codes, test_codes = rng.uniform(size=(2000, 2)), rng.uniform(size=(1000, 2))
     train_labels, test_labels = rng.integers(0, 10, 2000), rng.integers(0, 10, 1000)
-    accuracy = ca4.knn_correct(train_codes, train_labels, test_codes, test_labels).mean()
+    accuracy = measures.knn_correct(train_codes, train_labels, test_codes, test_labels).mean()
     assert 0.0 <= accuracy < 0.3  # chance is 0.1 with ten classes
 
 
@@ -51,9 +63,9 @@ def test_knn_correct_flips_exactly_the_test_point_beside_a_mislabelled_isolated_
     train_codes = np.vstack([train_codes, [[500.0, 500.0]]])
     test_codes = np.vstack([test_codes, [[500.1, 500.0]]])
     test_labels = np.append(test_labels, 3)
-    right = ca4.knn_correct(train_codes, np.append(train_labels, 3), test_codes, test_labels,
+    right = measures.knn_correct(train_codes, np.append(train_labels, 3), test_codes, test_labels,
                             neighbours=1)
-    wrong = ca4.knn_correct(train_codes, np.append(train_labels, 7), test_codes, test_labels,
+    wrong = measures.knn_correct(train_codes, np.append(train_labels, 7), test_codes, test_labels,
                             neighbours=1)
     assert right.all()
     np.testing.assert_array_equal(np.flatnonzero(~wrong), [len(test_labels) - 1])
@@ -62,7 +74,7 @@ def test_knn_correct_flips_exactly_the_test_point_beside_a_mislabelled_isolated_
 def test_knn_correct_rejects_more_neighbours_than_training_codes():
     train_codes, train_labels = clusters(1, seed=0)
     with pytest.raises(ValueError, match="neighbours: expected at most the 10 training codes"):
-        ca4.knn_correct(train_codes, train_labels, train_codes, train_labels, neighbours=11)
+        measures.knn_correct(train_codes, train_labels, train_codes, train_labels, neighbours=11)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,21 +83,21 @@ def test_knn_correct_rejects_more_neighbours_than_training_codes():
 
 
 def test_normalised_entropy_of_known_histograms():
-    assert ca4.normalised_entropy([7] * 10) == pytest.approx(1.0)
-    assert ca4.normalised_entropy([0, 0, 0, 12, 0, 0, 0, 0, 0, 0]) == pytest.approx(0.0, abs=1e-12)
+    assert generation.normalised_entropy([7] * 10) == pytest.approx(1.0)
+    assert generation.normalised_entropy([0, 0, 0, 12, 0, 0, 0, 0, 0, 0]) == pytest.approx(0.0, abs=1e-12)
     two_bins = [0, 5, 0, 0, 0, 0, 0, 5, 0, 0]
-    assert ca4.normalised_entropy(two_bins) == pytest.approx(math.log(2) / math.log(10))
+    assert generation.normalised_entropy(two_bins) == pytest.approx(math.log(2) / math.log(10))
     # Only the shares matter, and not the order of the bins.
-    assert ca4.normalised_entropy([1, 3]) == pytest.approx(ca4.normalised_entropy([30, 10]))
+    assert generation.normalised_entropy([1, 3]) == pytest.approx(generation.normalised_entropy([30, 10]))
 
 
 def test_generation_row_of_ten_samples_per_digit():
     digits = np.repeat(np.arange(10), 10)
     confidences = np.full(100, 0.5)
     confidences[:36] = 0.99
-    confidences[36] = ca4.CONFIDENCE  # reaching the threshold counts as confident
-    confidences[37] = np.nextafter(ca4.CONFIDENCE, 0.0)  # just below does not
-    row = ca4.generation_row("ten of each", digits, confidences)
+    confidences[36] = measures.CONFIDENCE  # reaching the threshold counts as confident
+    confidences[37] = np.nextafter(measures.CONFIDENCE, 0.0)  # just below does not
+    row = generation.generation_row("ten of each", digits, confidences)
     assert row["model"] == "ten of each"
     assert row["samples"] == row["n"] == 100
     assert row["confident_share"] == pytest.approx(0.37)
@@ -95,14 +107,14 @@ def test_generation_row_of_ten_samples_per_digit():
 
 
 def test_generation_row_of_a_single_digit_and_of_two_digits():
-    one = ca4.generation_row("fours", np.full(50, 4), np.full(50, 0.95))
+    one = generation.generation_row("fours", np.full(50, 4), np.full(50, 0.95))
     assert one["digit_entropy"] == pytest.approx(0.0, abs=1e-12)
     assert one["least_digit_share"] == 0.0
     assert one["confident_share"] == 1.0
     assert one["digit_counts"] == [0, 0, 0, 0, 50, 0, 0, 0, 0, 0]
     # The same digit in every bootstrap replicate: no spread.
     assert one["digit_entropy_se"] == 0.0 and one["least_digit_share_se"] == 0.0
-    two = ca4.generation_row("ones and sevens", np.array([1, 7] * 20), np.zeros(40))
+    two = generation.generation_row("ones and sevens", np.array([1, 7] * 20), np.zeros(40))
     assert two["digit_entropy"] == pytest.approx(math.log(2) / math.log(10))
     assert two["least_digit_share"] == 0.0
     assert two["confident_share"] == 0.0
@@ -115,13 +127,13 @@ def test_generation_row_of_a_single_digit_and_of_two_digits():
 
 
 def test_sample_prior_is_standard_normal_and_reproducible():
-    codes = ca4.sample_prior(20000, seed=3, latent_dim=3)
+    codes = vae_analyses.sample_prior(20000, seed=3, latent_dim=3)
     assert codes.shape == (20000, 3)
     np.testing.assert_allclose(codes.mean(axis=0), 0.0, atol=0.05)
     np.testing.assert_allclose(np.cov(codes, rowvar=False), np.eye(3), atol=0.05)
-    np.testing.assert_array_equal(ca4.sample_prior(50, seed=3, latent_dim=3),
-                                  ca4.sample_prior(50, seed=3, latent_dim=3))
-    assert not np.allclose(ca4.sample_prior(50, seed=3), ca4.sample_prior(50, seed=4))
+    np.testing.assert_array_equal(vae_analyses.sample_prior(50, seed=3, latent_dim=3),
+                                  vae_analyses.sample_prior(50, seed=3, latent_dim=3))
+    assert not np.allclose(vae_analyses.sample_prior(50, seed=3), vae_analyses.sample_prior(50, seed=4))
 
 
 def test_sample_fitted_gaussian_reproduces_mean_and_covariance():
@@ -129,17 +141,17 @@ def test_sample_fitted_gaussian_reproduces_mean_and_covariance():
     mean = np.array([1.0, -2.0])
     covariance = np.array([[2.0, 1.2], [1.2, 1.0]])
     codes = rng.standard_normal((5000, 2)) @ np.linalg.cholesky(covariance).T + mean
-    samples = ca4.sample_fitted_gaussian(codes, 20000, seed=5)
+    samples = generation.sample_fitted_gaussian(codes, 20000, seed=5)
     assert samples.shape == (20000, 2)
     np.testing.assert_allclose(samples.mean(axis=0), mean, atol=0.1)
     np.testing.assert_allclose(np.cov(samples, rowvar=False), covariance, atol=0.12)
-    np.testing.assert_array_equal(samples, ca4.sample_fitted_gaussian(codes, 20000, seed=5))
+    np.testing.assert_array_equal(samples, generation.sample_fitted_gaussian(codes, 20000, seed=5))
 
 
 def test_interpolate_codes_runs_evenly_along_the_segment():
     start, end = np.array([1.0, -2.0, 0.5]), np.array([-3.0, 4.0, 2.5])
     frames = 5
-    path = ca4.interpolate_codes(start, end, frames)
+    path = generation.interpolate_codes(start, end, frames)
     assert path.shape == (frames, 3)
     np.testing.assert_array_equal(path[0], start)
     np.testing.assert_array_equal(path[-1], end)
@@ -162,7 +174,7 @@ def test_path_smoothness_of_constructed_frames():
     frames[4] = frames[3]
     frames[4, 14:] = 0.5  # half of the pixels change by 0.5: step 0.25
     # Largest step 0.75 of a total change of 0.25 + 0 + 0.75 + 0.25 = 1.25.
-    assert ca4.path_smoothness(frames) == pytest.approx(0.75 / 1.25)
+    assert generation.path_smoothness(frames) == pytest.approx(0.75 / 1.25)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,14 +226,14 @@ def test_vae_test_terms_of_a_dimension_that_is_the_prior(vae_with_collapsed_dime
     np.testing.assert_allclose(kl[:, 0], closed_form_kl(z_mean[:, 0], z_log_var[:, 0]),
                                rtol=1e-4)
     np.testing.assert_allclose(terms["kl"], kl.sum(axis=1), rtol=1e-12)
-    assert np.all(kl[:, 0] > 10 * ca4.PRIOR_LIKE_NATS)
+    assert np.all(kl[:, 0] > 10 * vae_analyses.PRIOR_LIKE_NATS)
 
 
 def test_vae_sweep_rows_count_the_prior_dimension_as_inactive(vae_with_collapsed_dimension):
     model, images = vae_with_collapsed_dimension
     terms = ca4.vae_test_terms(model, images, seed=0)
     z_mean = np.asarray(model.encoder(images, training=False)[0], np.float64)
-    rows = ca4.vae_sweep_rows({0.5: terms, 5.0: terms}, {0.5: 2, 5.0: 3})
+    rows = vae_analyses.vae_sweep_rows({0.5: terms, 5.0: terms}, {0.5: 2, 5.0: 3})
     assert [row["kl_weight"] for row in rows] == [0.5, 5.0]
     assert [row["epochs"] for row in rows] == [2, 3]
     reconstruction, kl = terms["reconstruction"].mean(), terms["kl"].mean()
@@ -231,9 +243,9 @@ def test_vae_sweep_rows_count_the_prior_dimension_as_inactive(vae_with_collapsed
         assert row["weighted_loss"] == pytest.approx(reconstruction + weight * kl, rel=1e-12)
         assert row["prior_like_share"] == [0.0, 1.0]
         assert row["mean_variance"][1] == 0.0
-        assert row["active_dimensions"] == int(z_mean[:, 0].var() > ca4.ACTIVE_VARIANCE)
+        assert row["active_dimensions"] == int(z_mean[:, 0].var() > vae_analyses.ACTIVE_VARIANCE)
     json.dumps(rows, allow_nan=False)  # plain Python numbers, ready for metrics.json
-    for table in table_records(ca4.vae_sweep_table(rows)):
+    for table in table_records(report.vae_sweep_table(rows)):
         assert [row["KL weight"] for row in table] == ["0.5", "5"]
 
 
@@ -245,13 +257,13 @@ def test_vae_sweep_rows_count_the_prior_dimension_as_inactive(vae_with_collapsed
 def test_latent_grid_coverage_of_constructed_codes():
     centres = np.array([(x, y) for x in (-1.0, 0.0, 1.0) for y in (-1.0, 0.0, 1.0)])
     # 3 x 3 cells over [-1.5, 1.5]^2 with edges at -1.5, -0.5, 0.5, 1.5: one code per cell.
-    assert ca4.latent_grid_coverage(centres, points_per_side=3, extent=1.5) == 1.0
+    assert latent_space.latent_grid_coverage(centres, points_per_side=3, extent=1.5) == 1.0
     one_cell = np.random.default_rng(0).uniform(0.6, 1.4, size=(50, 2))
-    assert ca4.latent_grid_coverage(one_cell, 3, 1.5) == pytest.approx(1 / 9)
+    assert latent_space.latent_grid_coverage(one_cell, 3, 1.5) == pytest.approx(1 / 9)
     outside = np.array([[2.0, 2.0], [-5.0, 0.0], [0.0, 1.6]])
-    assert ca4.latent_grid_coverage(outside, 3, 1.5) == 0.0
+    assert latent_space.latent_grid_coverage(outside, 3, 1.5) == 0.0
     diagonal = np.array([[-1.0, -1.0], [0.0, 0.0], [0.1, 0.2], [1.0, 1.0], [9.0, 9.0]])
-    assert ca4.latent_grid_coverage(diagonal, 3, 1.5) == pytest.approx(3 / 9)
+    assert latent_space.latent_grid_coverage(diagonal, 3, 1.5) == pytest.approx(3 / 9)
 
 
 def test_latent_grid_cells_count_as_numpy_histogram2d_does():
@@ -261,17 +273,17 @@ def test_latent_grid_cells_count_as_numpy_histogram2d_does():
     points = np.concatenate([rng.uniform(-2.5, 2.5, size=(500, 2)),
                              rng.choice(edges, size=(200, 2)), [[2.0, 2.0], [-2.0, 2.0]]])
     counts, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=[edges, edges])
-    cells = ca4.latent_grid_cells(points, points_per_side=15, extent=2.0)
+    cells = latent_space.latent_grid_cells(points, points_per_side=15, extent=2.0)
     np.testing.assert_array_equal(
         np.bincount(cells[cells >= 0], minlength=15 * 15).reshape(15, 15), counts)
-    assert ca4.covered_share(cells, 15) == pytest.approx(np.mean(counts > 0))
+    assert latent_space.covered_share(cells, 15) == pytest.approx(np.mean(counts > 0))
 
 def grid_of_constant_tiles(values: list[list[float]]) -> np.ndarray:
     return np.kron(np.array(values, dtype=np.float64), np.ones((28, 28)))
 
 
 def neighbour_summary(grid: np.ndarray) -> tuple[float, float, list[float]]:
-    changes = ca4.grid_neighbour_changes(grid)
+    changes = latent_space.grid_neighbour_changes(grid)
     along_z0, along_z1 = changes["along"]
     np.testing.assert_array_equal(np.sort(changes["all"]),
                                   np.sort(np.concatenate([along_z0, along_z1])))
@@ -282,7 +294,7 @@ def neighbour_summary(grid: np.ndarray) -> tuple[float, float, list[float]]:
 def test_grid_neighbour_changes_of_constant_tiles():
     # Left-right neighbours differ by 0.1 (6 pairs), top-bottom ones by 0.3 (6 pairs).
     grid = grid_of_constant_tiles([[0.0, 0.1, 0.2], [0.3, 0.4, 0.5], [0.6, 0.7, 0.8]])
-    assert len(ca4.grid_neighbour_changes(grid)["all"]) == 12
+    assert len(latent_space.grid_neighbour_changes(grid)["all"]) == 12
     mean, largest, along = neighbour_summary(grid)
     assert mean == pytest.approx(0.2)
     assert largest == pytest.approx(0.3)
@@ -301,19 +313,19 @@ def test_grid_neighbour_changes_of_constant_tiles():
 @pytest.mark.parametrize("shape", [(28, 28), (56, 84), (50, 50), (56,)])
 def test_grid_neighbour_changes_rejects_a_grid_that_is_not_square_tiles(shape):
     with pytest.raises(ValueError, match=r"grid_image: expected a \(28n, 28n\) image"):
-        ca4.grid_neighbour_changes(np.zeros(shape))
+        latent_space.grid_neighbour_changes(np.zeros(shape))
 
 
 def test_joined_formats_values_for_a_sentence():
-    assert ca4.joined([0.1, 1.0, 5.0], "g") == "0.1 / 1 / 5"
-    assert ca4.joined([0.12345, 2], ".2f", ", ") == "0.12, 2.00"
-    assert ca4.joined([]) == ""
+    assert wording.joined([0.1, 1.0, 5.0], "g") == "0.1 / 1 / 5"
+    assert wording.joined([0.12345, 2], ".2f", ", ") == "0.12, 2.00"
+    assert wording.joined([]) == ""
 
 
 @pytest.mark.parametrize("channel_axis", [False, True])
 def test_tile_images_places_image_k_at_row_k_div_columns(channel_axis):
     images = np.random.default_rng(0).uniform(size=(6, 28, 28))
-    sheet = ca4.tile_images(images[..., np.newaxis] if channel_axis else images, 3)
+    sheet = latent_space.tile_images(images[..., np.newaxis] if channel_axis else images, 3)
     assert sheet.shape == (2 * 28, 3 * 28)
     for k in range(6):
         row, column = k // 3, k % 3
@@ -322,7 +334,7 @@ def test_tile_images_places_image_k_at_row_k_div_columns(channel_axis):
 
 
 def test_latent_grid_points_cover_the_bounds_from_the_top_left():
-    points = ca4.latent_grid_points(4, bounds=((-1.0, 3.0), (0.5, 2.0)))
+    points = latent_space.latent_grid_points(4, bounds=((-1.0, 3.0), (0.5, 2.0)))
     assert points.shape == (16, 2)
     np.testing.assert_array_equal(points[0], [-1.0, 2.0])  # top left: low z[0], high z[1]
     np.testing.assert_array_equal(points[3], [3.0, 2.0])  # end of the first row
@@ -336,13 +348,13 @@ def test_latent_grid_points_cover_the_bounds_from_the_top_left():
 
 
 def test_latent_grid_points_default_to_the_square_of_the_extent():
-    points = ca4.latent_grid_points(5, extent=2.0)
+    points = latent_space.latent_grid_points(5, extent=2.0)
     np.testing.assert_array_equal(points[:5, 0], [-2, -1, 0, 1, 2])
     np.testing.assert_array_equal(points[::5, 1], [2, 1, 0, -1, -2])
 
 
 def test_latent_grid_points_at_gaussian_quantiles():
-    points = ca4.latent_grid_points(3, spacing="gaussian")
+    points = latent_space.latent_grid_points(3, spacing="gaussian")
     # The 5 %, 50 % and 95 % quantiles of N(0, 1): -1.6449, 0, 1.6449.
     np.testing.assert_allclose(points[:3, 0], [-1.644854, 0.0, 1.644854], atol=1e-5)
     np.testing.assert_allclose(points[::3, 1], [1.644854, 0.0, -1.644854], atol=1e-5)
@@ -381,7 +393,7 @@ def test_dead_unit_share_counts_channels_that_stay_zero():
     images = np.random.default_rng(0).uniform(size=(8, 28, 28, 1)).astype(np.float32)
     first_output = np.asarray(keras.Model(encoder.input, first.output)(images))
     assert np.all(first_output[..., :8] == 0) and np.all(first_output[..., 8:] > 0)
-    assert ca4.dead_unit_share(encoder, images) == pytest.approx(8 / relu_unit_count(encoder))
+    assert measures.dead_unit_share(encoder, images) == pytest.approx(8 / relu_unit_count(encoder))
 
 
 def test_dead_unit_share_when_the_first_layer_is_dead():
@@ -394,12 +406,12 @@ def test_dead_unit_share_when_the_first_layer_is_dead():
         kernel, bias = layer.get_weights()
         layer.set_weights([kernel, np.zeros_like(bias)])
     images = np.random.default_rng(1).uniform(size=(8, 28, 28, 1)).astype(np.float32)
-    assert ca4.dead_unit_share(encoder, images) == 1.0
+    assert measures.dead_unit_share(encoder, images) == 1.0
 
 
 def test_dead_unit_share_of_an_untrained_encoder(mnist_small):
     ca4.set_seed(0)
-    share = ca4.dead_unit_share(ca4.build_autoencoder_encoder(10),
+    share = measures.dead_unit_share(ca4.build_autoencoder_encoder(10),
                                 mnist_small["validation_images"][:64])
     assert 0.0 <= share < 1.0
 
@@ -418,11 +430,11 @@ def test_write_json_atomic_names_the_key_path_of_a_nan(tmp_path):
     data = {"autoencoder": {"val_bce": 0.1},
             "vae_sweep": [{"kl_weight": 1.0, "val_loss": float("nan")}]}
     with pytest.raises(ValueError, match=r"metrics\['vae_sweep'\]\[0\]\['val_loss'\]"):
-        ca4.write_json_atomic(path, data)
+        storage.write_json_atomic(path, data)
     assert not path.exists()
     nested = {"runs": {"a": [1.0, np.float64("-inf")], "b": (2.0, float("inf"))}}
     with pytest.raises(ValueError) as error:
-        ca4.write_json_atomic(path, nested)
+        storage.write_json_atomic(path, nested)
     assert "metrics['runs']['a'][1]" in str(error.value)
     assert "metrics['runs']['b'][1]" in str(error.value)
     assert os.listdir(tmp_path) == []  # no file, and no temporary file left behind
@@ -433,8 +445,8 @@ def test_write_json_atomic_writes_strict_json(tmp_path):
     first = {"old": 1}
     data = {"vae_sweep": [{"kl_weight": 0.1, "val_kl_per_dimension": [1.5, 0.002]}],
             "generation": {"samples": 1000, "name": "VAE KL weight 1", "note": None, "ok": True}}
-    ca4.write_json_atomic(path, first)
-    assert ca4.write_json_atomic(path, data) == path
+    storage.write_json_atomic(path, first)
+    assert storage.write_json_atomic(path, data) == path
     text = path.read_text()
     assert json.loads(text, parse_constant=refuse_constant) == data
     assert sorted(os.listdir(path.parent)) == ["metrics.json"]
@@ -469,7 +481,7 @@ def test_vae_sweep_table_of_constructed_rows():
              "mean_code_reconstruction": 165.0, "mean_code_reconstruction_se": 0.3,
              "kl_per_dimension": [1.997, 0.003], "mean_variance": [0.9, 0.0042],
              "active_dimensions": 1, "aggregate_variance": [0.9, 0.104]}]
-    losses, dimensions = table_records(ca4.vae_sweep_table(rows))
+    losses, dimensions = table_records(report.vae_sweep_table(rows))
     assert [row["KL weight"] for row in losses] == ["0.1", "5"]
     assert [row["Reconstruction"] for row in losses] == ["141.0 ± 0.3", "170.0 ± 0.3"]
     assert [row["KL"] for row in losses] == ["12.00 ± 0.05", "2.00 ± 0.02"]
@@ -489,7 +501,7 @@ def test_likelihood_table_gives_minus_log_p_and_the_paired_quadrature_difference
             {"kl_weight": 5.0, "test_log_likelihood": -160.0, "test_log_likelihood_se": 0.2,
              "resolved_share": 0.0, "neg_elbo_importance": 161.0, "variational_gap": 1.0,
              "variational_gap_se": 0.01, "floor": 102.34}]
-    (table,) = table_records(ca4.likelihood_table(rows))
+    (table,) = table_records(report.likelihood_table(rows))
     importance, quadrature = (next(name for name in table[0] if name.endswith(kind))
                               for kind in ("importance", "quadrature $-$ importance"))
     assert [row[importance] for row in table] == ["140.12 ± 0.31", "160.00 ± 0.20"]
@@ -506,7 +518,7 @@ def test_latent_space_table_leaves_the_prior_rows_grid_columns_empty():
              "neighbour_change": 0.0512, "neighbour_change_se": 0.0021,
              "own_neighbour_change": 0.0401, "own_neighbour_change_se": 0.0015, "knn": 0.8123,
              "knn_se": 0.0039}]
-    (table,) = table_records(ca4.latent_space_table(rows))
+    (table,) = table_records(report.latent_space_table(rows))
     assert table == [
         {"Codes": "prior N(0, I)", "Coverage": "95% ± 1%", "Neighbour change": "–",
          "On its own codes": "–", "kNN accuracy": "–"},
@@ -516,7 +528,7 @@ def test_latent_space_table_leaves_the_prior_rows_grid_columns_empty():
 
 def test_latent_space_table_small_coverage_se_stays_a_percentage():
     rows = [{"model": "prior N(0, I)", "coverage": 0.95, "coverage_se": 0.003}]
-    assert table_records(ca4.latent_space_table(rows))[0][0]["Coverage"] == "95% ± 0.3%"
+    assert table_records(report.latent_space_table(rows))[0][0]["Coverage"] == "95% ± 0.3%"
 
 
 def test_generation_and_interpolation_tables():
@@ -524,12 +536,12 @@ def test_generation_and_interpolation_tables():
                    "confident_share_se": 0.0017, "digit_entropy": 0.99812,
                    "digit_entropy_se": 0.0004, "least_digit_share": 0.0892,
                    "least_digit_share_se": 0.0028}]
-    assert table_records(ca4.generation_table(generation)) == [[
+    assert table_records(report.generation_table(generation)) == [[
         {"Images": "MNIST test images", "Count": "10,000", "Confident": "97.1% ± 0.2%",
          "Digit entropy": "0.998 ± 0.0004", "Least digit": "8.9% ± 0.3%"}]]
     interpolation = [{"model": "baseline, weight 0", "n": 200, "smoothness": 0.3012,
                       "smoothness_se": 0.0101, "unclear": 0.4, "unclear_se": 0.021}]
-    assert table_records(ca4.interpolation_table(interpolation)) == [[
+    assert table_records(report.interpolation_table(interpolation)) == [[
         {"Model": "baseline, weight 0", "Paths": "200", "Largest step / total": "0.301 ± 0.010",
          "Unclear interior frames": "40.0% ± 2.1%"}]]
 
@@ -568,12 +580,13 @@ def test_section_titles_map_code_cells_to_their_headings():
 
 def test_epoch_line_matches_progress_lines_and_not_the_record():
     lines: list[str] = []
-    log = ca4.TrainingLog("vae_kl0p1", 3, lines.append)
+    log = training_log.TrainingLog("vae_kl0p1", 3, lines.append)
     for epoch in range(3):
         log.on_epoch_begin(epoch)
         log.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0})
     run_lines: list[str] = []
-    with_run = ca4.TrainingLog("autoencoder_latent10", 20, run_lines.append, ca4.RunProgress(40))
+    with_run = training_log.TrainingLog("autoencoder_latent10", 20, run_lines.append,
+                                        progress.RunProgress(40))
     with_run.on_epoch_begin(0)
     with_run.on_epoch_end(0, {"loss": 0.25})
     assert len(lines) == 3 and len(run_lines) == 1
@@ -583,31 +596,31 @@ def test_epoch_line_matches_progress_lines_and_not_the_record():
     assert "loss 0.5000" in lines[1] and "loss 0.3333" in lines[2]
     assert "epoch 1/20" in run_lines[0] and "run: about" in run_lines[0]
     for line in lines + run_lines:
-        assert ca4.EPOCH_LINE.match(line), line
+        assert progress.EPOCH_LINE.match(line), line
     records: list[str] = []
     history = {"loss": [0.3, 0.2], "val_loss": [0.31, 0.25]}
-    record_log = ca4.TrainingLog("vae_kl1", 2, records.append)
+    record_log = training_log.TrainingLog("vae_kl1", 2, records.append)
     record_log.record("trained", history, 75.0)
     record_log.cached(history, 75.0)
     record_log.resumed(1)
-    ca4.TrainingLog("autoencoder_latent10", 1, records.append).record(
+    training_log.TrainingLog("autoencoder_latent10", 1, records.append).record(
         "trained", {"loss": [0.3], "val_loss": [0.31]}, 5.0)
     assert all("1 min 15 s" in line for line in records[:2]) and "5 s" in records[3]
     assert "from the cache" in records[1] and "resuming after epoch 1 of 2" in records[2]
     for line in records:
-        assert not ca4.EPOCH_LINE.match(line), line
+        assert not progress.EPOCH_LINE.match(line), line
 
 
 def test_a_vae_record_gives_its_negative_elbo_not_its_weighted_loss():
     records: list[str] = []
     history = {"loss": [160.0], "val_loss": [152.5], "val_reconstruction_loss": [140.0],
                "val_kl_loss": [2.5]}  # weight 5: 140 + 5 x 2.5
-    ca4.TrainingLog("vae_kl5", 1, records.append).record("trained", history, 3.0)
+    training_log.TrainingLog("vae_kl5", 1, records.append).record("trained", history, 3.0)
     assert records == ["vae_kl5 trained: 1 epoch in 3 s, val. negative ELBO 142.5"]
 
 
 def test_run_progress_seconds_left():
-    run = ca4.RunProgress(10)
+    run = progress.RunProgress(10)
     assert run.seconds_left() == 0.0  # nothing trained yet: no estimate
     run.add_trained_epoch(2.0)
     run.add_trained_epoch(4.0)  # 3 s per trained epoch
@@ -624,7 +637,7 @@ def test_run_progress_seconds_left():
     (36000 + 59 * 60, "10 h 59 min"),
 ])
 def test_format_duration(seconds, text):
-    assert ca4.format_duration(seconds) == text
+    assert progress.format_duration(seconds) == text
 
 
 @pytest.mark.parametrize("folder", [None, "elsewhere/out"])
@@ -635,6 +648,6 @@ def test_the_build_tools_find_the_build_folder_where_ca4_does(folder, monkeypatc
         monkeypatch.delenv("CA4_BUILD_DIR", raising=False)
     else:
         monkeypatch.setenv("CA4_BUILD_DIR", folder)
-    assert build.build_dir() == ca4.build_dir()
-    assert build.build_dir() == (ca4.PROJECT_DIR / "build" if folder is None
+    assert build.build_dir() == settings.build_dir()
+    assert build.build_dir() == (settings.PROJECT_DIR / "build" if folder is None
                                  else tmp_path / folder)

@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import ca4_helpers as ca4
+from ca4lib import mnist, progress, settings
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOK = ca4.PROJECT_DIR / "ca4.ipynb"
-SCREENSHOTS = ca4.PROJECT_DIR / "build" / "browser"
+NOTEBOOK = settings.PROJECT_DIR / "ca4.ipynb"
+SCREENSHOTS = settings.PROJECT_DIR / "build" / "browser"
 # The fast profile trains its 11 models in a fresh cache: a few minutes on two shared cores.
 RUN_SECONDS = 1500
 CACHED_RUN_SECONDS = 600
@@ -95,7 +95,7 @@ def find_chromium() -> str | None:
 
 
 def figure_calls(notebook: nbformat.NotebookNode) -> dict[int, int]:
-    """Count each code cell's figure calls: `plt.show()` and `ca4.show_figure(...)`.
+    """Count each code cell's figure calls: `plt.show()` and `figures.show_figure(...)`.
 
     One call shows one figure, so a call inside a loop cannot be counted and is refused.
     """
@@ -227,7 +227,7 @@ class NotebookPage:
                 for output in state["cells"][index]["outputs"]:
                     if output["mime"] == "application/vnd.jupyter.stdout":
                         streamed |= {(index, line) for line in output["text"].splitlines()
-                                     if ca4.EPOCH_LINE.match(line)}
+                                     if progress.EPOCH_LINE.match(line)}
             now = busy[0] if busy else None
             if now != running and now is not None:
                 self.say(f"running {describe(self.notebook, now)}")
@@ -276,7 +276,7 @@ def browser_prerequisites():
         from playwright.sync_api import sync_playwright
     except ImportError:
         require(False, "Playwright is not installed (make venv installs requirements.txt)")
-    require(ca4.find_mnist() is not None,
+    require(mnist.find_mnist() is not None,
             "MNIST is not available: set CA4_MNIST or link data/mnist.npz")
     return chromium, sync_playwright
 
@@ -285,7 +285,7 @@ def test_student_runs_the_notebook_in_jupyterlab(browser_prerequisites, jupyter_
     chromium, sync_playwright = browser_prerequisites
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     committed = NOTEBOOK.read_bytes()
-    figures = figure_calls(notebook)
+    figure_counts = figure_calls(notebook)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for old in SCREENSHOTS.glob("*.png"):
         old.unlink()
@@ -323,7 +323,7 @@ def test_student_runs_the_notebook_in_jupyterlab(browser_prerequisites, jupyter_
                 # Progress: an epoch line that is not a model's last one was on the page
                 # while its cell still ran (the next epoch was training).
                 epoch_lines = [(i, line) for i, line in lab.stdout_lines(state)
-                               if ca4.EPOCH_LINE.match(line)]
+                               if progress.EPOCH_LINE.match(line)]
                 assert epoch_lines, "no epoch line in any cell's output"
                 early = [(i, line) for i, line in epoch_lines
                          if (m := re.search(r"epoch (\d+)/(\d+)", line))
@@ -343,12 +343,12 @@ def test_student_runs_the_notebook_in_jupyterlab(browser_prerequisites, jupyter_
                 broken = {i: sum(not ok for o in cell["outputs"] if o["mime"] == "image/png"
                                  for ok in o["images"])
                           for i, cell in enumerate(state["cells"])}
-                wrong = [f"{describe(notebook, i)}: {figures.get(i, 0)} figure call(s), "
+                wrong = [f"{describe(notebook, i)}: {figure_counts.get(i, 0)} figure call(s), "
                          f"{shown[i]} image(s) rendered"
                          + (f", {broken[i]} image(s) that did not load" if broken[i] else "")
                          for i in range(len(notebook.cells))
-                         if shown[i] != figures.get(i, 0) or broken[i]]
-                assert not wrong, (f"expected {sum(figures.values())} figures, "
+                         if shown[i] != figure_counts.get(i, 0) or broken[i]]
+                assert not wrong, (f"expected {sum(figure_counts.values())} figures, "
                                    f"{sum(shown.values())} rendered:\n" + "\n".join(wrong))
                 first_figure = page.locator(
                     '.jp-OutputArea-output[data-mime-type="image/png"] > img').first
@@ -362,7 +362,7 @@ def test_student_runs_the_notebook_in_jupyterlab(browser_prerequisites, jupyter_
                 # The explorer: a widget, and it answers a slider with a new decoded digit.
                 cells = [i for i, cell in enumerate(state["cells"]) if cell["explorer"]]
                 explorer_cells = [i for i, cell in enumerate(notebook.cells)
-                                  if "ca4.latent_explorer(" in cell.source]
+                                  if "explorer.latent_explorer(" in cell.source]
                 assert len(explorer_cells) == 1, "the notebook should build one explorer"
                 assert cells == explorer_cells, (
                     f"the explorer widget is not rendered under "
@@ -417,7 +417,7 @@ def test_student_runs_the_notebook_in_jupyterlab(browser_prerequisites, jupyter_
                 assert records == dict.fromkeys(trained, "from the cache"), (
                     f"after a kernel restart, expected every model from the cache: {records}")
                 assert not [line for _, line in lab.stdout_lines(state)
-                            if ca4.EPOCH_LINE.match(line)], "a model trained again"
+                            if progress.EPOCH_LINE.match(line)], "a model trained again"
             finally:
                 browser.close()
     finally:

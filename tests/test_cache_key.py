@@ -10,6 +10,7 @@ import inspect
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ import pytest
 from test_training import BATCH_SIZE, FitCalled, assert_same_weights, forbid_fit
 
 import ca4_helpers as ca4
+from ca4lib import cache_key, mnist, settings
 
 EDIT_NUMBERS = itertools.count()
 KEY_DATA = {"train": 128, "validation": 64}
@@ -32,16 +34,18 @@ def no_inherited_retrain(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("CA4_RETRAIN", raising=False)
 
 
-def edited_source(target: str | None = None, old: str | None = None, new: str | None = None,
+PROJECT_FILES = ("ca4_helpers.py", *(f"ca4lib/{path.name}"
+                                     for path in sorted((settings.PROJECT_DIR / "ca4lib").glob("*.py"))))
+
+
+def edited_source(file: str = "ca4_helpers.py", old: str | None = None, new: str | None = None,
                   appended: str = "") -> str:
-    """Return ca4_helpers.py with `old` replaced by `new` inside the source of `target` (found
-    there exactly once), and `appended` added at the end."""
-    source = Path(ca4.__file__).read_text()
-    if target is not None:
-        original = inspect.getsource(getattr(ca4, target))
-        assert original.count(old) == 1, f"update the edit of {target}: {old!r} is gone"
-        assert source.count(original) == 1
-        source = source.replace(original, original.replace(old, new))
+    """Return a project file with `old` (found there exactly once) replaced by `new`, and
+    `appended` added at the end."""
+    source = (settings.PROJECT_DIR / file).read_text()
+    if old is not None:
+        assert source.count(old) == 1, f"update the edit of {file}: {old!r} is not there once"
+        source = source.replace(old, new)
     return source + appended
 
 
@@ -54,16 +58,29 @@ def import_file(path: Path, name: str):
 
 
 @contextlib.contextmanager
-def edited_copy(tmp_path: Path, target: str | None = None, old: str | None = None,
+def edited_copy(tmp_path: Path, file: str = "ca4_helpers.py", old: str | None = None,
                 new: str | None = None, appended: str = ""):
-    """Import a copy of ca4_helpers.py edited as `edited_source` says."""
-    name = f"ca4_edited_{next(EDIT_NUMBERS)}"
-    path = tmp_path / f"{name}.py"
-    path.write_text(edited_source(target, old, new, appended))
+    """Import a copy of the whole project code (ca4_helpers.py and every room of ca4lib) under
+    fresh module names, with one file edited as `edited_source` says: new code objects, as
+    after a restart with the edit, while this process keeps the original."""
+    number = next(EDIT_NUMBERS)
+    package, helpers = f"ca4lib_edited_{number}", f"ca4_edited_{number}"
+    folder = tmp_path / f"edited_{number}"
+    (folder / package).mkdir(parents=True)
+    for name in PROJECT_FILES:
+        text = edited_source(file, old, new, appended) if name == file else (
+            settings.PROJECT_DIR / name).read_text()
+        target = folder / (f"{helpers}.py" if name == "ca4_helpers.py"
+                           else name.replace("ca4lib/", f"{package}/"))
+        target.write_text(re.sub(r"\bca4lib\b", package, text))
+    sys.path.insert(0, str(folder))
     try:
-        yield import_file(path, name)
+        yield importlib.import_module(helpers)
     finally:
-        sys.modules.pop(name, None)
+        sys.path.remove(str(folder))
+        for name in [name for name in sys.modules if name == helpers
+                     or name.split(".")[0] == package]:
+            sys.modules.pop(name)
 
 
 def train_key_vae(module, data, cache_dir, log=None):
@@ -101,74 +118,103 @@ def assert_served(module, data, key_cache, monkeypatch) -> None:
     assert_same_weights(result.model, key_cache.model)
 
 
-# (the edited object, the text replaced, its replacement, whether the edit must retrain)
+# (the edited file, the text replaced, its replacement, whether the edit must retrain)
 CODE_EDITS = {
     "unedited copy": (None, None, None, False),
     "kl_divergence doubled": (
-        "kl_divergence",
+        "ca4_helpers.py",
         "return ops.mean(ops.sum(kl_per_dimension(z_mean, z_log_var), axis=1))",
         "return 2.0 * ops.mean(ops.sum(kl_per_dimension(z_mean, z_log_var), axis=1))", True),
     "kl_per_dimension (reached through kl_divergence)": (
-        "kl_per_dimension",
+        "ca4_helpers.py",
         "return -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))",
         "return -0.25 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))", True),
     "reconstruction_loss halved": (
-        "reconstruction_loss",
+        "ca4_helpers.py",
         "return ops.mean(ops.sum(per_pixel, axis=(1, 2, 3)))",
         "return 0.5 * ops.mean(ops.sum(per_pixel, axis=(1, 2, 3)))", True),
     "Sampling with half the spread": (
-        "Sampling",
+        "ca4_helpers.py",
         "return z_mean + ops.exp(0.5 * z_log_var) * epsilon",
         "return z_mean + 0.5 * ops.exp(0.5 * z_log_var) * epsilon", True),
     "train_model: the shuffling seed": (
-        "train_model",
+        "ca4_helpers.py",
         "orders = epoch_orders(len(train_images), seed, range(start, epochs))",
         "orders = epoch_orders(len(train_images), seed + 1, range(start, epochs))", True),
     "train_model: the schedule's end": (
-        "train_model",
+        "ca4_helpers.py",
         "float(model.optimizer.learning_rate), steps, alpha=fraction)",
         "float(model.optimizer.learning_rate), steps, alpha=fraction / 2)", True),
     "make_dataset: no prefetch": (
-        "make_dataset",
+        "ca4_helpers.py",
         "return dataset.prefetch(2).with_options(pipeline_options())",
         "return dataset.with_options(pipeline_options())", True),
     "plot_loss_curves title": (
-        "plot_loss_curves",
+        "ca4lib/figures.py",
         'title: str = "Loss per epoch"',
         'title: str = "Losses by epoch"', False),
     "markdown_table alignment": (
-        "markdown_table",
+        "ca4lib/report.py",
         '"|" + "|".join("-" * width for width in widths) + "|"',
         '"|" + "|".join(":" + "-" * width for width in widths) + "|"', False),
     "TrainingLog epoch line": (
-        "TrainingLog",
+        "ca4lib/training_log.py",
         'f"{self.seconds[-1]:.1f} s  | {format_duration(left)} left")',
         'f"{self.seconds[-1]:.2f} s  | about {format_duration(left)} left")', False),
     "format_duration wording (progress lines)": (
-        "format_duration",
+        "ca4lib/progress.py",
         'return f"{seconds} s"',
         'return f"{seconds} seconds"', False),
     "train_model docstring": (
-        "train_model",
+        "ca4_helpers.py",
         "The one training entry point of the project.",
         "The only training entry point of this project.", False),
     "train_model: a comment, and the lines below it move": (
-        "train_model",
+        "ca4_helpers.py",
         "    set_seed(seed)\n",
         "    # Seed first, so that the builder's initial weights repeat.\n\n    set_seed(seed)\n",
         False),
     "train_model: an argument check's message": (
-        "train_model",
+        "ca4_helpers.py",
         "expected letters, digits, '_' or '-' (a file name)",
         "expected a file name: letters, digits, '_' or '-'", False),
     "check_images: an argument check's message": (
-        "check_images",
+        "ca4lib/checks.py",
         "expected pixel values in [0, 1], got values in",
         "expected normalised pixels in [0, 1]; the values span", False),
+    # Rooms of ca4lib that training reaches: an edit there retrains.
+    "checks: check_images returns float64": (
+        "ca4lib/checks.py", "return images.astype(np.float32, copy=False)",
+        "return images.astype(np.float64, copy=False)", True),
+    "settings: the validation batch size": (
+        "ca4lib/settings.py", "PREDICT_BATCH_SIZE = 1000", "PREDICT_BATCH_SIZE = 500", True),
+    "checkpoints: EpochCheckpoint's history": (
+        "ca4lib/checkpoints.py", "self.history.setdefault(metric, []).append(float(value))",
+        "self.history.setdefault(metric, []).append(1.0 * float(value))", True),
+    "storage: atomic_file without fsync": (
+        "ca4lib/storage.py", "            os.fsync(stream.fileno())\n", "", True),
+    # Rooms training does not reach: served from the cache.
+    "inference: predict's batch size": (
+        "ca4lib/inference.py", "batch_size: int = PREDICT_BATCH_SIZE) -> Any:",
+        "batch_size: int = 2 * PREDICT_BATCH_SIZE) -> Any:", False),
+    "vae_analyses: the activity threshold": (
+        "ca4lib/vae_analyses.py", "ACTIVE_VARIANCE = 0.01", "ACTIVE_VARIANCE = 0.02", False),
+    "likelihood: the agreement tolerance": (
+        "ca4lib/likelihood.py", "AGREEMENT_NATS = 0.1", "AGREEMENT_NATS = 0.2", False),
+    "figures: the print width": (
+        "ca4lib/figures.py", "PRINT_WIDTH = 5.85", "PRINT_WIDTH = 6.0", False),
+    "discussion_task2: a verdict's words": (
+        "ca4lib/discussion_task2.py", "The weight sets a clear trade-off",
+        "The weight sets a plain trade-off", False),
+    "explorer: the zoom": (
+        "ca4lib/explorer.py", "EXPLORER_ZOOM = 7", "EXPLORER_ZOOM = 8", False),
+    "mnist: the advice": (
+        "ca4lib/mnist.py", "Supply MNIST in one of these ways", "Supply MNIST in any of these ways",
+        False),
     "kl_divergence docstring": (
-        "kl_divergence",
-        "averaged over the batch.",
-        "then the batch mean.", False),
+        "ca4_helpers.py",
+        "summed over dimensions, averaged over the batch.",
+        "summed over dimensions, then the batch mean.", False),
 }
 
 
@@ -186,7 +232,7 @@ def test_cache_key_follows_the_training_code(edit, key_cache, mnist_small, tmp_p
 
 def test_module_constant_of_numpy_type(key_cache, mnist_small, tmp_path, monkeypatch):
     # kl_divergence scaled by a NumPy constant of the module: 1 changes nothing, 2 does.
-    edit = ("kl_divergence",
+    edit = ("ca4_helpers.py",
             "return ops.mean(ops.sum(kl_per_dimension(z_mean, z_log_var), axis=1))",
             "return KL_SCALE * ops.mean(ops.sum(kl_per_dimension(z_mean, z_log_var), axis=1))")
     with edited_copy(tmp_path, *edit, appended="\nKL_SCALE = np.float32(1.0)\n") as edited:
@@ -306,7 +352,7 @@ def run_in_new_process(module_path: Path, cache_dir: Path, *, edit_before_traini
     script = NEW_PROCESS.format(train=KEY_DATA["train"], validation=KEY_DATA["validation"],
                                 key_data=KEY_DATA, batch=BATCH_SIZE,
                                 train_key_vae=inspect.getsource(train_key_vae))
-    environment = {**os.environ, "CA4_MNIST": str(ca4.find_mnist())}
+    environment = {**os.environ, "CA4_MNIST": str(mnist.find_mnist())}
     environment.pop("CA4_RETRAIN", None)
     completed = subprocess.run(
         [sys.executable, "-c", script, str(module_path), str(cache_dir), edit_file,
@@ -385,7 +431,7 @@ def test_dtype_policy_is_part_of_the_key():
 
 def test_only_automatic_layer_names_leave_the_signature():
     ca4.set_seed(0)
-    text = json.dumps(ca4._model_signature(ca4.build_autoencoder(2)))
+    text = json.dumps(cache_key.model_signature(ca4.build_autoencoder(2)))
     # Names the code gives stay; Keras' numbered ones (conv2d_3, dense_7, adam_2) are replaced.
     assert all(f'"{name}"' in text for name in ("code", "pixels", "input_scale", "images"))
     assert not any(name in text for name in ('"conv2d', '"dense', '"max_pooling2d', '"adam'))

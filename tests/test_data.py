@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import ca4_helpers as ca4
+from ca4lib import mnist, settings
 
-REAL_MNIST = Path(ca4.PROJECT_DIR) / "data" / "mnist.npz"
+REAL_MNIST = Path(settings.PROJECT_DIR) / "data" / "mnist.npz"
 
 
 def mnist_arrays(train: int = 20, test: int = 10, marker: int = 0) -> dict[str, np.ndarray]:
@@ -38,7 +39,7 @@ def write_npz(path: Path, **overrides: np.ndarray | None) -> Path:
 def assert_refused(path: Path, pattern: str, check_content: bool = False) -> str:
     """Loading `path` raises MnistFileError (a ValueError) matching `pattern` and naming the file."""
     with pytest.raises(ValueError, match=pattern) as caught:
-        ca4.read_mnist_npz(path, check_content=check_content)
+        mnist.read_mnist_npz(path, check_content=check_content)
     assert isinstance(caught.value, ca4.MnistFileError)
     message = str(caught.value)
     assert str(path) in message
@@ -52,7 +53,7 @@ def test_good_synthetic_file_loads_without_content_check(tmp_path):
     expected = mnist_arrays()
     path = tmp_path / "mnist.npz"
     np.savez(path, **expected)
-    (x_train, y_train), (x_test, y_test) = ca4.read_mnist_npz(path, check_content=False)
+    (x_train, y_train), (x_test, y_test) = mnist.read_mnist_npz(path, check_content=False)
     np.testing.assert_array_equal(x_train, expected["x_train"])
     np.testing.assert_array_equal(y_train, expected["y_train"])
     np.testing.assert_array_equal(x_test, expected["x_test"])
@@ -67,7 +68,7 @@ def test_small_synthetic_file_is_refused_by_content_check(tmp_path):
 
 @pytest.mark.skipif(not REAL_MNIST.is_file(), reason="data/mnist.npz is not present")
 def test_real_file_passes_content_check():
-    (x_train, y_train), (x_test, y_test) = ca4.read_mnist_npz(REAL_MNIST, check_content=True)
+    (x_train, y_train), (x_test, y_test) = mnist.read_mnist_npz(REAL_MNIST, check_content=True)
     assert x_train.shape == (60000, 28, 28) and x_train.dtype == np.uint8
     assert y_train.shape == (60000,)
     assert x_test.shape == (10000, 28, 28) and y_test.shape == (10000,)
@@ -155,7 +156,7 @@ def test_fashion_like_file_refused_by_content_check(tmp_path):
              x_test=np.zeros((10000, 28, 28), dtype=np.uint8),
              y_test=np.repeat(np.arange(10, dtype=np.uint8), 1000))
     # Layout, shapes and dtypes are MNIST's, so only the content check can tell.
-    (x_train, _), _ = ca4.read_mnist_npz(path, check_content=False)
+    (x_train, _), _ = mnist.read_mnist_npz(path, check_content=False)
     assert x_train.shape == (60000, 28, 28)
     message = assert_refused(path, "another dataset", check_content=True)
     assert "per-digit counts" in message and "Fashion-MNIST" in message
@@ -174,12 +175,13 @@ def test_modified_pixels_refused_by_hash(tmp_path, mnist_raw):
 
 
 @pytest.fixture
-def sources(tmp_path, monkeypatch):
+def sources(tmp_path, monkeypatch, patch_lookup):
     """Three candidate files told apart by their first label, and an empty project/Keras home."""
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
-    monkeypatch.setattr(ca4, "PROJECT_DIR", project)
-    monkeypatch.setattr(ca4, "keras_mnist_cache", lambda: tmp_path / "keras" / "mnist.npz")
+    patch_lookup(mnist.find_mnist, "PROJECT_DIR", project)
+    patch_lookup(mnist.find_mnist, "keras_mnist_cache",
+                 lambda: tmp_path / "keras" / "mnist.npz")
     monkeypatch.delenv("CA4_MNIST", raising=False)
 
     def make(location: Path, marker: int) -> Path:
@@ -201,7 +203,7 @@ def test_path_argument_beats_environment(sources, monkeypatch):
     sources["make"](sources["project"] / "data" / "mnist.npz", marker=3)
     monkeypatch.setenv("CA4_MNIST", str(from_env))
     assert first_label(explicit) == 2
-    assert ca4.find_mnist(explicit) == explicit
+    assert mnist.find_mnist(explicit) == explicit
 
 
 def test_environment_beats_project_data(sources, monkeypatch):
@@ -213,13 +215,13 @@ def test_environment_beats_project_data(sources, monkeypatch):
 
 def test_project_data_beats_keras_cache(sources):
     project_file = sources["make"](sources["project"] / "data" / "mnist.npz", marker=3)
-    sources["make"](ca4.keras_mnist_cache(), marker=4)
-    assert ca4.find_mnist() == project_file
+    sources["make"](mnist.keras_mnist_cache(), marker=4)
+    assert mnist.find_mnist() == project_file
     assert first_label() == 3
 
 
 def test_keras_cache_is_the_last_local_source(sources):
-    sources["make"](ca4.keras_mnist_cache(), marker=4)
+    sources["make"](mnist.keras_mnist_cache(), marker=4)
     assert first_label() == 4
 
 
@@ -240,7 +242,7 @@ def test_nothing_found_and_download_fails(sources, monkeypatch):
         raise OSError("no network")
 
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
-    assert ca4.find_mnist() is None
+    assert mnist.find_mnist() is None
     with pytest.raises(ca4.MnistFileError, match="could not download") as caught:
         ca4.load_mnist()
     message = str(caught.value)
@@ -251,7 +253,7 @@ def test_nothing_found_and_download_fails(sources, monkeypatch):
 
 def test_successful_download_is_read_from_keras_cache(sources, monkeypatch):
     def download(*args, **kwargs):
-        sources["make"](ca4.keras_mnist_cache(), marker=7)
+        sources["make"](mnist.keras_mnist_cache(), marker=7)
 
     monkeypatch.setattr(keras.datasets.mnist, "load_data", download)
     assert first_label() == 7

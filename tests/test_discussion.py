@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-import ca4_helpers as ca4
+from ca4lib import discussion_task1, discussion_task2, estimates, vae_analyses, wording
 
 N = 10_000
 NEGATIVE_ZERO = re.compile(r"-0(\.0+)?(?![\d.])")
@@ -55,7 +55,7 @@ def autoencoder_row(**fields) -> dict:
 
 
 def test_reconstruction_paragraph_numbers_and_a_clear_loss_of_digits():
-    text = ca4.reconstruction_paragraph(autoencoder_row())
+    text = discussion_task1.reconstruction_paragraph(autoencoder_row())
     assert "With a 10-number code" in text
     assert "**0.0712 ± 0.0004** per pixel after 20 epochs" in text
     assert "over the 10,000 test images" in text
@@ -66,13 +66,13 @@ def test_reconstruction_paragraph_numbers_and_a_clear_loss_of_digits():
 
 
 def test_reconstruction_paragraph_without_a_clear_loss():
-    text = ca4.reconstruction_paragraph(autoencoder_row(recognised_change=(-0.001, 0.002)))
+    text = discussion_task1.reconstruction_paragraph(autoencoder_row(recognised_change=(-0.001, 0.002)))
     assert "keeps the digit as often as the originals show it (no clear difference)" in text
     assert "loses the digit" not in text
 
 
 def test_reconstruction_paragraph_when_reconstructions_are_clearly_recognised_more_often():
-    text = ca4.reconstruction_paragraph(autoencoder_row(recognised_change=(0.02, 0.002)))
+    text = discussion_task1.reconstruction_paragraph(autoencoder_row(recognised_change=(0.02, 0.002)))
     assert "no clear difference" not in text
 
 
@@ -82,13 +82,13 @@ def test_reconstruction_paragraph_when_reconstructions_are_clearly_recognised_mo
     ([0.3, 0.2], "50% of it, a part of the code space only"),
 ])
 def test_reconstruction_paragraph_pca_share(ratios, shown):
-    text = ca4.reconstruction_paragraph(autoencoder_row(pca_explained_variance=ratios))
+    text = discussion_task1.reconstruction_paragraph(autoencoder_row(pca_explained_variance=ratios))
     assert f"PCA plot shows {shown}" in text
     assert f"explain {ratios[0]:.0%} and {ratios[1]:.0%} of the code variance" in text
 
 
 def test_reconstruction_paragraph_of_one_epoch():
-    text = ca4.reconstruction_paragraph(autoencoder_row(epochs=1))
+    text = discussion_task1.reconstruction_paragraph(autoencoder_row(epochs=1))
     assert "after 1 epoch (" in text and "1 epochs" not in text
 
 
@@ -117,7 +117,7 @@ SAME_DEAD = [0.06, 0.05, 0.055]  # +0.01, -0.01, +0.005: not clear
 
 
 def test_normalisation_paragraph_numbers():
-    text = ca4.normalisation_paragraph(-3509.2, seed_rows(WORSE, NORMALISED_BCE, MORE_DEAD,
+    text = discussion_task1.normalisation_paragraph(-3509.2, seed_rows(WORSE, NORMALISED_BCE, MORE_DEAD,
                                                           NORMALISED_DEAD))
     assert "at $p = 0.999999$ it is -3509" in text
     assert "Over 3 seeds, after 1 epoch of the same training" in text
@@ -130,28 +130,28 @@ def test_normalisation_paragraph_numbers():
 
 
 def test_normalisation_paragraph_raw_clearly_worse_with_more_dead_units():
-    text = ca4.normalisation_paragraph(-3509.2, seed_rows(WORSE, NORMALISED_BCE, MORE_DEAD,
+    text = discussion_task1.normalisation_paragraph(-3509.2, seed_rows(WORSE, NORMALISED_BCE, MORE_DEAD,
                                                           NORMALISED_DEAD))
     assert "Raw inputs learn clearly slower." in text
     assert "They also switch more units off for good" in text
 
 
 def test_normalisation_paragraph_raw_clearly_worse_without_more_dead_units():
-    text = ca4.normalisation_paragraph(-3509.2, seed_rows(WORSE, NORMALISED_BCE, SAME_DEAD,
+    text = discussion_task1.normalisation_paragraph(-3509.2, seed_rows(WORSE, NORMALISED_BCE, SAME_DEAD,
                                                           NORMALISED_DEAD))
     assert "Raw inputs learn clearly slower." in text
     assert "switch more units off" not in text
 
 
 def test_normalisation_paragraph_only_more_dead_units():
-    text = ca4.normalisation_paragraph(-3509.2, seed_rows(SAME, NORMALISED_BCE, MORE_DEAD,
+    text = discussion_task1.normalisation_paragraph(-3509.2, seed_rows(SAME, NORMALISED_BCE, MORE_DEAD,
                                                           NORMALISED_DEAD))
     assert "is not clearly worse after this short run, but it has clearly more dead units" in text
     assert "learn clearly slower" not in text
 
 
 def test_normalisation_paragraph_raw_clearly_better():
-    text = ca4.normalisation_paragraph(-3509.2, seed_rows(BETTER, NORMALISED_BCE, SAME_DEAD,
+    text = discussion_task1.normalisation_paragraph(-3509.2, seed_rows(BETTER, NORMALISED_BCE, SAME_DEAD,
                                                           NORMALISED_DEAD))
     assert "raw inputs even reach a lower loss" in text
     assert "learn clearly slower" not in text and "more dead units" not in text
@@ -159,14 +159,14 @@ def test_normalisation_paragraph_raw_clearly_better():
 
 
 def test_normalisation_paragraph_no_clear_difference():
-    text = ca4.normalisation_paragraph(-3509.2, seed_rows(SAME, NORMALISED_BCE, SAME_DEAD,
+    text = discussion_task1.normalisation_paragraph(-3509.2, seed_rows(SAME, NORMALISED_BCE, SAME_DEAD,
                                                           NORMALISED_DEAD))
     assert "Within the spread over seeds, raw inputs cost nothing measurable" in text
     assert "clearly slower" not in text and "lower loss" not in text
 
 
 def test_normalisation_paragraph_of_one_seed():
-    text = ca4.normalisation_paragraph(-3509.2, seed_rows([0.3], [0.1], [0.4], [0.05],
+    text = discussion_task1.normalisation_paragraph(-3509.2, seed_rows([0.3], [0.1], [0.4], [0.05],
                                                           seeds=(42,), epochs=2))
     assert "Over 1 seed, after 2 epochs" in text
     assert "One seed gives no spread to judge the difference by." in text
@@ -178,7 +178,7 @@ def test_normalisation_paragraph_rejects_mismatched_seeds():
     rows = seed_rows(WORSE, NORMALISED_BCE, MORE_DEAD, NORMALISED_DEAD)
     rows[-1] = {**rows[-1], "seed": 99}
     with pytest.raises(ValueError, match="seed_rows: expected the same seeds for both inputs"):
-        ca4.normalisation_paragraph(-3509.2, rows)
+        discussion_task1.normalisation_paragraph(-3509.2, rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def latent_rows(steps=(CLEAR_DROP, CLEAR_SMALL_DROP), shrink=(0.04, 0.001),
 
 
 def test_latent_size_paragraph_lists_the_bce_per_size():
-    text = ca4.latent_size_paragraph(latent_rows())
+    text = discussion_task1.latent_size_paragraph(latent_rows())
     assert ("Test BCE per pixel after 5 epochs each: latent 2: **0.1500 ± 0.0005**, latent 10: "
             "**0.1000 ± 0.0005**, latent 32: **0.0900 ± 0.0005**.") in text
     assert ("recognises the digit in 80.0% / 85.0% / 95.0% of the reconstructions for latent "
@@ -215,54 +215,54 @@ def test_latent_size_paragraph_lists_the_bce_per_size():
 
 
 def test_latent_size_paragraph_all_clearly_better_with_shrinking_gains():
-    text = ca4.latent_size_paragraph(latent_rows())
+    text = discussion_task1.latent_size_paragraph(latent_rows())
     assert ("Each larger code reconstructs clearly better, and the gain clearly shrinks as the "
             "code grows (0.0500 from 2 to 10, 0.0100 from 10 to 32).") in text
 
 
 def test_latent_size_paragraph_all_clearly_better_without_clear_shrinking():
-    text = ca4.latent_size_paragraph(latent_rows(shrink=(0.0005, 0.001)))
+    text = discussion_task1.latent_size_paragraph(latent_rows(shrink=(0.0005, 0.001)))
     assert "Each larger code reconstructs clearly better." in text
     assert "shrinks" not in text
 
 
 def test_latent_size_paragraph_a_step_without_clear_difference():
-    text = ca4.latent_size_paragraph(latent_rows(steps=(CLEAR_DROP, NO_CHANGE)))
+    text = discussion_task1.latent_size_paragraph(latent_rows(steps=(CLEAR_DROP, NO_CHANGE)))
     assert "reconstructs clearly better" not in text
     assert ("From 2 to 10 the BCE is lower (-0.0500 ± 0.0010); from 10 to 32 the BCE is not "
             "clearly different (-0.0001 ± 0.0005).") in text
 
 
 def test_latent_size_paragraph_a_step_clearly_worse():
-    text = ca4.latent_size_paragraph(latent_rows(steps=(CLEAR_DROP, (0.01, 0.0005))))
+    text = discussion_task1.latent_size_paragraph(latent_rows(steps=(CLEAR_DROP, (0.01, 0.0005))))
     assert "from 10 to 32 the BCE is higher (0.0100 ± 0.0005)" in text
 
 
 def test_latent_size_paragraph_recognised_first_step_clear():
-    text = ca4.latent_size_paragraph(latent_rows())
+    text = discussion_task1.latent_size_paragraph(latent_rows())
     assert ("the smallest code returns 5.0% (± 0.5%) more test digits as another digit than "
             "latent 10 does") in text
 
 
 def test_latent_size_paragraph_recognised_first_step_not_clear():
-    text = ca4.latent_size_paragraph(latent_rows(recognised_first=(0.002, 0.005)))
+    text = discussion_task1.latent_size_paragraph(latent_rows(recognised_first=(0.002, 0.005)))
     assert "no clear difference between latent 2 and 10" in text
     assert "the smallest code returns" not in text
 
 
 def test_latent_size_paragraph_recognised_first_step_clearly_worse():
-    text = ca4.latent_size_paragraph(latent_rows(recognised_first=(-0.05, 0.005)))
+    text = discussion_task1.latent_size_paragraph(latent_rows(recognised_first=(-0.05, 0.005)))
     assert "no clear difference" not in text
 
 
 def test_latent_size_paragraph_knn_all_clearly_better():
-    text = ca4.latent_size_paragraph(latent_rows())
+    text = discussion_task1.latent_size_paragraph(latent_rows())
     assert "each larger code also separates the digits clearly better" in text
 
 
 def test_latent_size_paragraph_knn_best_with_a_tie():
     # 0.86 against 0.85, each +- 0.0045: a difference of 0.01 +- 0.0064, not clear.
-    text = ca4.latent_size_paragraph(latent_rows(knn=(0.70, 0.85, 0.86),
+    text = discussion_task1.latent_size_paragraph(latent_rows(knn=(0.70, 0.85, 0.86),
                                                  knn_changes=((0.15, 0.005), (0.01, 0.007))))
     assert ("the codes separate the digits best at latent size 32, not clearly better than at "
             "10.") in text
@@ -270,25 +270,25 @@ def test_latent_size_paragraph_knn_best_with_a_tie():
 
 
 def test_latent_size_paragraph_knn_best_with_two_ties():
-    text = ca4.latent_size_paragraph(latent_rows(knn=(0.851, 0.85, 0.855),
+    text = discussion_task1.latent_size_paragraph(latent_rows(knn=(0.851, 0.85, 0.855),
                                                  knn_changes=((-0.001, 0.006), (0.005, 0.006))))
     assert "best at latent size 32, not clearly better than at 2 and 10." in text
 
 
 def test_latent_size_paragraph_knn_best_without_ties():
-    text = ca4.latent_size_paragraph(latent_rows(knn=(0.70, 0.90, 0.80),
+    text = discussion_task1.latent_size_paragraph(latent_rows(knn=(0.70, 0.90, 0.80),
                                                  knn_changes=((0.2, 0.006), (-0.1, 0.006))))
     assert text.endswith("the codes separate the digits best at latent size 10.")
 
 
 def test_latent_size_paragraph_of_one_epoch():
-    text = ca4.latent_size_paragraph(latent_rows(epochs=1))
+    text = discussion_task1.latent_size_paragraph(latent_rows(epochs=1))
     assert "after 1 epoch each" in text and "1 epochs" not in text
 
 
 def test_latent_size_paragraph_of_a_single_size_has_no_stray_full_stop():
     try:
-        text = ca4.latent_size_paragraph(latent_rows()[:1])
+        text = discussion_task1.latent_size_paragraph(latent_rows()[:1])
     except ValueError:  # refusing a sweep of one size is a fix too
         return
     assert " ." not in text
@@ -311,7 +311,7 @@ def denoising_rows(denoised_change=(-0.08, 0.0005), bottleneck_change=(-0.05, 0.
 
 
 def test_denoising_paragraph_clearly_closer_and_blurrier():
-    text = ca4.denoising_paragraph(denoising_rows(), 0.5)
+    text = discussion_task1.denoising_paragraph(denoising_rows(), 0.5)
     assert "**Q3: Can autoencoders remove noise?** Yes, when trained for it." in text
     assert "Gaussian noise of standard deviation 0.5" in text
     assert "mean squared error of **0.1000 ± 0.0005** per pixel" in text
@@ -322,7 +322,7 @@ def test_denoising_paragraph_clearly_closer_and_blurrier():
 
 
 def test_denoising_paragraph_not_clearly_closer_nor_blurrier():
-    text = ca4.denoising_paragraph(denoising_rows(denoised_change=(0.0001, 0.0005),
+    text = discussion_task1.denoising_paragraph(denoising_rows(denoised_change=(0.0001, 0.0005),
                                                   blur=(0.0005, 0.001)), 0.3)
     assert ("Not in this run: the denoiser's output is not clearly closer than its input."
             in text)
@@ -337,7 +337,7 @@ def test_denoising_paragraph_not_clearly_closer_nor_blurrier():
     ((0.02, 0.0005), "further from the clean images than the inputs themselves"),
 ])
 def test_denoising_paragraph_bottleneck_alone(change, words):
-    text = ca4.denoising_paragraph(denoising_rows(bottleneck_change=change), 0.5)
+    text = discussion_task1.denoising_paragraph(denoising_rows(bottleneck_change=change), 0.5)
     assert f"on the same noisy inputs: {words};" in text
 
 
@@ -347,8 +347,8 @@ def test_denoising_paragraph_bottleneck_alone(change, words):
     ((0.01, 0.0003), "here the clean-trained autoencoder is even closer than the denoiser"),
 ])
 def test_denoising_paragraph_denoiser_against_the_clean_trained_model(versus, words):
-    text = ca4.denoising_paragraph(denoising_rows(versus_plain=versus), 0.5)
-    expected = ca4.Estimate(*versus, N).text(".4f")
+    text = discussion_task1.denoising_paragraph(denoising_rows(versus_plain=versus), 0.5)
+    expected = estimates.Estimate(*versus, N).text(".4f")
     assert f"; {words} (denoiser minus clean-trained: {expected})." in text
 
 
@@ -356,19 +356,19 @@ def test_task1_discussion_joins_its_paragraphs():
     arguments = (autoencoder_row(), -3509.2,
                  seed_rows(WORSE, NORMALISED_BCE, MORE_DEAD, NORMALISED_DEAD), latent_rows(),
                  denoising_rows(), 0.5)
-    text = ca4.task1_discussion(*arguments)
+    text = discussion_task1.task1_discussion(*arguments)
     paragraphs = text.split("\n\n")
-    assert paragraphs == [ca4.reconstruction_paragraph(arguments[0]),
-                          ca4.normalisation_paragraph(*arguments[1:3]),
-                          ca4.latent_size_paragraph(arguments[3]),
-                          ca4.denoising_paragraph(*arguments[4:])]
+    assert paragraphs == [discussion_task1.reconstruction_paragraph(arguments[0]),
+                          discussion_task1.normalisation_paragraph(*arguments[1:3]),
+                          discussion_task1.latent_size_paragraph(arguments[3]),
+                          discussion_task1.denoising_paragraph(*arguments[4:])]
     assert [p[:12] for p in paragraphs] == ["**Reconstruc", "**Q1: Why no", "**Q2: Latent",
                                             "**Q3: Can au"]
 
 
 def test_task1_discussion_never_prints_a_negative_zero():
     tiny = (-0.00001, 0.0005)
-    text = ca4.task1_discussion(
+    text = discussion_task1.task1_discussion(
         autoencoder_row(recognised_change=(-0.00001, 0.002)), -3509.2,
         seed_rows([0.1, 0.11, 0.12], NORMALISED_BCE, [0.05, 0.06, 0.05], NORMALISED_DEAD),
         latent_rows(steps=(tiny, tiny), shrink=tiny, recognised_first=(-0.00001, 0.005),
@@ -414,13 +414,13 @@ def sweep_rows(epochs: int = 20, **by_field) -> list[dict]:
         for name, values in fields.items():
             if values[index] is not None:
                 row = row_with(row, **{name: values[index]})
-        row["active_dimensions"] = sum(v > ca4.ACTIVE_VARIANCE for v in row["mean_variance"])
+        row["active_dimensions"] = sum(v > vae_analyses.ACTIVE_VARIANCE for v in row["mean_variance"])
         rows.append(row)
     return rows
 
 
 def test_losses_paragraph_clear_trade_off_and_best_elbo_at_weight_1():
-    text = ca4.losses_paragraph(sweep_rows(), 102.34)
+    text = discussion_task2.losses_paragraph(sweep_rows(), 102.34)
     assert "**Losses.** After 20 epochs, the test-set terms per image" in text
     assert "(mean ± SE over 10,000 images, one sample of $z$ each) for weights 0.1 / 1 / 5" in text
     assert ("reconstruction 141.0 ± 0.3, 144.0 ± 0.3, 170.0 ± 0.3; KL 12.00 ± 0.05, "
@@ -439,14 +439,14 @@ def test_losses_paragraph_clear_trade_off_and_best_elbo_at_weight_1():
 def test_losses_paragraph_partial_trade_off(field, rises, falls):
     changes = {"reconstruction_change": [None, (0.01, 0.1), (26.0, 0.1)],
                "kl_change": [None, (-5.0, 0.05), (0.002, 0.05)]}
-    text = ca4.losses_paragraph(sweep_rows(**{field: changes[field]}), 102.3)
+    text = discussion_task2.losses_paragraph(sweep_rows(**{field: changes[field]}), 102.3)
     assert (f"The reconstruction loss {rises} with the weight and the KL {falls}, so the "
             f"expected trade-off shows only in part here.") in text
     assert "clear trade-off" not in text
 
 
 def test_losses_paragraph_best_elbo_elsewhere():
-    text = ca4.losses_paragraph(sweep_rows(
+    text = discussion_task2.losses_paragraph(sweep_rows(
         neg_elbo=[(150.0, 0.3), (151.0, 0.3), (172.0, 0.3)],
         neg_elbo_above_best=[(0.0, 0.0), (1.0, 0.1), (22.0, 0.2)]), 102.3)
     assert "lowest at weight **0.1** (150.0 ± 0.3); weight 1 is the setting that maximises" in text
@@ -455,13 +455,13 @@ def test_losses_paragraph_best_elbo_elsewhere():
 
 
 def test_losses_paragraph_best_elbo_with_ties():
-    text = ca4.losses_paragraph(sweep_rows(
+    text = discussion_task2.losses_paragraph(sweep_rows(
         neg_elbo_above_best=[(0.01, 0.1), (0.0, 0.0), (0.02, 0.2)]), 102.3)
     assert "lowest at weight **1** (151.0 ± 0.3), not clearly below weight 0.1 / 5, the one" in text
 
 
 def test_losses_paragraph_does_not_conclude_from_a_tie_with_weight_1():
-    text = ca4.losses_paragraph(sweep_rows(
+    text = discussion_task2.losses_paragraph(sweep_rows(
         neg_elbo=[(150.9, 0.3), (151.0, 0.3), (172.0, 0.3)],
         neg_elbo_above_best=[(0.0, 0.0), (0.1, 0.1), (21.1, 0.2)]), 102.3)
     assert "not clearly below weight 1" in text
@@ -470,13 +470,13 @@ def test_losses_paragraph_does_not_conclude_from_a_tie_with_weight_1():
 
 def test_losses_paragraph_without_weight_1():
     rows = sweep_rows(kl_weight=[0.1, 2.0, 5.0])
-    text = ca4.losses_paragraph(rows, 102.3)
+    text = discussion_task2.losses_paragraph(rows, 102.3)
     assert "lowest at weight **2** (151.0 ± 0.3)." in text
     assert "weight 1" not in text and "ELBO itself" not in text
 
 
 def test_losses_paragraph_of_one_epoch():
-    text = ca4.losses_paragraph(sweep_rows(epochs=1), 102.3)
+    text = discussion_task2.losses_paragraph(sweep_rows(epochs=1), 102.3)
     assert "After 1 epoch," in text and "1 epochs" not in text
 
 
@@ -505,7 +505,7 @@ def likelihood_rows(differences=((0.05, 0.01), (0.02, 0.01), (-0.03, 0.01)),
 
 
 def test_likelihood_paragraph_numbers_and_agreement():
-    text = ca4.likelihood_paragraph(likelihood_rows(), 1000)
+    text = discussion_task2.likelihood_paragraph(likelihood_rows(), 1000)
     assert "K = 1,000 samples" in text and "first 1,000 test images" in text
     assert "at 145.0 ± 0.3, 140.0 ± 0.3, 160.0 ± 0.3 nats for weights 0.1 / 1 / 5" in text
     assert "lowest at weight 1." in text
@@ -518,13 +518,13 @@ def test_likelihood_paragraph_numbers_and_agreement():
 
 
 def test_likelihood_paragraph_ties_in_the_best():
-    text = ca4.likelihood_paragraph(likelihood_rows(above=((0.1, 0.1), (0.0, 0.0), (0.1, 0.2))),
+    text = discussion_task2.likelihood_paragraph(likelihood_rows(above=((0.1, 0.1), (0.0, 0.0), (0.1, 0.2))),
                                     1000)
     assert "lowest at weight 1, not clearly below weight 0.1 / 5." in text
 
 
 def test_likelihood_paragraph_quadrature_higher():
-    text = ca4.likelihood_paragraph(likelihood_rows(
+    text = discussion_task2.likelihood_paragraph(likelihood_rows(
         differences=((0.5, 0.02), (0.02, 0.01), (0.03, 0.01)), agree=("beyond", "within", "within")), 1000)
     assert ("0.50 ± 0.02 nats at weight 0.1 (98% of the images resolved): beyond the 0.1-nat "
             "tolerance") in text
@@ -533,7 +533,7 @@ def test_likelihood_paragraph_quadrature_higher():
 
 
 def test_likelihood_paragraph_quadrature_lower():
-    text = ca4.likelihood_paragraph(likelihood_rows(
+    text = discussion_task2.likelihood_paragraph(likelihood_rows(
         differences=((0.05, 0.01), (-0.4, 0.02), (0.03, 0.01)), agree=("within", "beyond", "within")), 1000)
     assert ("-0.40 ± 0.02 nats at weight 1 (98% of the images resolved): below importance "
             "sampling, which bounds $\\log p(x)$ from below, so there the grid misses "
@@ -542,7 +542,7 @@ def test_likelihood_paragraph_quadrature_lower():
 
 
 def test_likelihood_paragraph_unclear_agreement():
-    text = ca4.likelihood_paragraph(likelihood_rows(
+    text = discussion_task2.likelihood_paragraph(likelihood_rows(
         differences=((0.09, 0.05), (0.02, 0.01), (0.03, 0.01)),
         agree=("unclear", "within", "within")), 1000)
     assert ("0.09 ± 0.05 nats at weight 0.1 (98% of the images resolved): too uncertain to say "
@@ -551,11 +551,11 @@ def test_likelihood_paragraph_unclear_agreement():
 
 
 def test_likelihood_paragraph_unresolved():
-    text = ca4.likelihood_paragraph(likelihood_rows(
+    text = discussion_task2.likelihood_paragraph(likelihood_rows(
         differences=((0.05, 0.01), (0.02, 0.01), None)), 1000)
     assert text.endswith("; not available at weight 5, whose posteriors the grid does not "
                          "resolve.")
-    text = ca4.likelihood_paragraph(likelihood_rows(differences=(None, None, None)), 100)
+    text = discussion_task2.likelihood_paragraph(likelihood_rows(differences=(None, None, None)), 100)
     assert ("quadrature minus importance sampling is not available at weight 0.1, 1, 5, whose "
             "posteriors the grid does not resolve.") in text
     assert "K = 100 samples" in text
@@ -568,14 +568,14 @@ def test_likelihood_paragraph_unresolved():
 
 def test_collapse_paragraph_all_active():
     rows = sweep_rows(mean_variance=[[1.2, 0.9], [0.95, 0.8], [0.9, 0.0101]])
-    text = ca4.collapse_paragraph(rows)
+    text = discussion_task2.collapse_paragraph(rows)
     assert text.startswith("**Collapsed dimensions.** Every dimension of every model is active "
                            "(Var$_x(\\mu_d)$ > 0.01")
     assert "inactive" not in text and "no dimension is active" not in text
 
 
 def test_collapse_paragraph_one_dimension_collapsed():
-    text = ca4.collapse_paragraph(sweep_rows())
+    text = discussion_task2.collapse_paragraph(sweep_rows())
     assert ("At weight 5, z[1] is inactive (z[1]: Var$_x(\\mu)$ = 0.004, KL 0.003 nats, "
             "prior-like posterior for 97% of the images), so the model is effectively "
             "1-dimensional") in text
@@ -584,7 +584,7 @@ def test_collapse_paragraph_one_dimension_collapsed():
 
 
 def test_collapse_paragraph_both_dimensions_collapsed():
-    text = ca4.collapse_paragraph(sweep_rows(
+    text = discussion_task2.collapse_paragraph(sweep_rows(
         mean_variance=[[1.2, 0.9], [0.95, 0.8], [0.002, 0.01]],
         prior_like_share=[[0.0, 0.0], [0.0, 0.0], [0.99, 0.9]]))
     assert ("At weight 5 **no dimension is active** (z[0]: Var$_x(\\mu)$ = 0.002, KL 2 nats, "
@@ -598,7 +598,7 @@ def test_collapse_paragraph_two_of_three_dimensions_collapsed_at_two_weights():
                       "kl_per_dimension": [0.0, 2.0, 0.0], "prior_like_share": [1.0, 0.0, 1.0]}),
             row_with({"kl_weight": 5.0, "mean_variance": [0.0, 0.0, 0.3],
                       "kl_per_dimension": [0.0, 0.0, 1.0], "prior_like_share": [1.0, 1.0, 0.0]})]
-    text = ca4.collapse_paragraph(rows)
+    text = discussion_task2.collapse_paragraph(rows)
     assert "At weight 1, z[0] and z[2] are inactive (" in text
     assert "At weight 5, z[0] and z[1] are inactive (" in text
     assert text.count("effectively 1-dimensional") == 2
@@ -617,19 +617,19 @@ def test_collapse_paragraph_two_of_three_dimensions_collapsed_at_two_weights():
     ([None, (5.0, 0.1), (-5.0, 0.1)], "does not change clearly at every step of the weight"),
 ])
 def test_vae_reconstruction_paragraph_trend_of_the_mean_code(changes, words):
-    text = ca4.vae_reconstruction_paragraph(sweep_rows(mean_code_reconstruction_change=changes))
+    text = discussion_task2.vae_reconstruction_paragraph(sweep_rows(mean_code_reconstruction_change=changes))
     assert ("The reconstruction term of a sampled code is 141.0 ± 0.3, 144.0 ± 0.3, 170.0 ± 0.3 "
             "nats and that of the mean code 135.0 ± 0.3, 140.0 ± 0.3, 165.0 ± 0.3 nats for "
             f"weights 0.1 / 1 / 5; the latter {words}.") in text
 
 
 def test_vae_reconstruction_paragraph_recognised_digits():
-    text = ca4.vae_reconstruction_paragraph(sweep_rows())
+    text = discussion_task2.vae_reconstruction_paragraph(sweep_rows())
     assert ("recognises the original digit in 90.0% / 85.0% / 60.0% of the mean "
             "reconstructions; that share falls clearly with the weight.") in text
     rows = [{k: v for k, v in row.items() if not k.startswith("recognised")}
             for row in sweep_rows()]
-    assert "recognises" not in ca4.vae_reconstruction_paragraph(rows)
+    assert "recognises" not in discussion_task2.vae_reconstruction_paragraph(rows)
     # 1 - 0.90 = 10% and 1 - 0.60 = 40% come back as another digit.
     assert text.endswith("10.0% to 40.0% of the mean reconstructions come back as another digit "
                          "(see the figure).")
@@ -664,7 +664,7 @@ def interpolation_rows(smoothness_change=(-0.10, 0.01), unclear_change=(-0.15, 0
 
 
 def test_continuity_paragraph_coverage_against_the_prior():
-    text = ca4.continuity_paragraph(space_rows(coverage=((0.40, 0.005), (0.9505, 0.005),
+    text = discussion_task2.continuity_paragraph(space_rows(coverage=((0.40, 0.005), (0.9505, 0.005),
                                                          (0.97, 0.005))),
                                     interpolation_rows(), 2.0)
     assert ("reach 40% at weight 0.1 (below the prior's by 55%), 95% at weight 1 (as the prior), "
@@ -673,7 +673,7 @@ def test_continuity_paragraph_coverage_against_the_prior():
 
 
 def test_continuity_paragraph_smoothness_and_knn_with_clear_bests():
-    text = ca4.continuity_paragraph(space_rows(), interpolation_rows(), 2.0)
+    text = discussion_task2.continuity_paragraph(space_rows(), interpolation_rows(), 2.0)
     assert "the mean pixel change is 0.080 ± 0.002, 0.050 ± 0.002, 0.020 ± 0.002" in text
     assert "smoothest at weight 5." in text
     assert "The kNN accuracy of the mean codes is 90.0% / 80.0% / 50.0%: best at weight 0.1." in text
@@ -683,15 +683,15 @@ def test_continuity_paragraph_smoothness_and_knn_with_clear_bests():
 def test_continuity_paragraph_says_when_the_smoothest_grid_repeats():
     rows = space_rows()
     rows[3].update(active_dimensions=1, z_std=[1.1, 0.004])  # weight 5: one dimension inactive
-    text = ca4.continuity_paragraph(rows, interpolation_rows(), 2.0)
+    text = discussion_task2.continuity_paragraph(rows, interpolation_rows(), 2.0)
     assert ("smoothest at weight 5 (partly because its grid repeats along an inactive "
             "dimension).") in text
     rows[3].update(active_dimensions=2)
-    assert "repeats" not in ca4.continuity_paragraph(rows, interpolation_rows(), 2.0)
+    assert "repeats" not in discussion_task2.continuity_paragraph(rows, interpolation_rows(), 2.0)
 
 
 def test_continuity_paragraph_ties_in_smoothness_and_knn():
-    text = ca4.continuity_paragraph(
+    text = discussion_task2.continuity_paragraph(
         space_rows(own=((0.05, 0.002), (0.051, 0.002), (0.08, 0.002)),
                    knn=((0.80, 0.004), (0.805, 0.004), (0.80, 0.004))),
         interpolation_rows(), 2.0)
@@ -705,7 +705,7 @@ def test_continuity_paragraph_ties_in_smoothness_and_knn():
     ((0.005, 0.01), "not clearly different (0.005 ± 0.010)"),
 ])
 def test_continuity_paragraph_interpolation_smoothness(smooth, words):
-    text = ca4.continuity_paragraph(space_rows(), interpolation_rows(smoothness_change=smooth),
+    text = discussion_task2.continuity_paragraph(space_rows(), interpolation_rows(smoothness_change=smooth),
                                     2.0)
     assert ("Along straight paths between 200 random pairs of test digits, decoded at 10 "
             "points, the largest step takes") in text
@@ -723,12 +723,13 @@ def test_continuity_paragraph_interpolation_smoothness(smooth, words):
                     "confidence: not clearly different (-0.01 ± 0.02)."),
 ])
 def test_continuity_paragraph_interpolation_unclear_frames(unclear, words):
-    text = ca4.continuity_paragraph(space_rows(), interpolation_rows(unclear_change=unclear), 2.0)
+    text = discussion_task2.continuity_paragraph(
+        space_rows(), interpolation_rows(unclear_change=unclear), 2.0)
     assert text.endswith(words)
 
 
 def test_continuity_paragraph_even_path_of_other_lengths():
-    text = ca4.continuity_paragraph(space_rows(), interpolation_rows(frames=5), 3.0)
+    text = discussion_task2.continuity_paragraph(space_rows(), interpolation_rows(frames=5), 3.0)
     assert "decoded at 5 points" in text and "(an even path scores 0.250)" in text
     assert "$[-3, 3]^2$" in text
 
@@ -752,7 +753,7 @@ def generation_rows(confident=((0.40, 0.015), (0.60, 0.015), (0.80, 0.013), (0.5
 
 
 def test_generation_paragraph_reference_and_comparisons():
-    text = ca4.generation_paragraph(generation_rows())
+    text = discussion_task2.generation_paragraph(generation_rows())
     assert ("The classifier reads 97.0% of the real test images with confidence (probability at "
             "least 0.9), with digit entropy 0.998 and the least frequent digit at 8.9%") in text
     assert ("VAE KL weight 0.1: 40% confident (fewer), digit entropy 0.95 (less even), least "
@@ -764,12 +765,12 @@ def test_generation_paragraph_reference_and_comparisons():
 
 
 def test_generation_paragraph_best_with_ties_and_more_confident_than_real_images():
-    text = ca4.generation_paragraph(generation_rows(
+    text = discussion_task2.generation_paragraph(generation_rows(
         confident=((0.40, 0.015), (0.972, 0.005), (0.975, 0.004), (0.97, 0.005))))
     assert "VAE KL weight 5: 98% confident (as the real images)" in text
     assert ("The most recognisable samples come from the VAE KL weight 5, not clearly ahead of "
             "VAE KL weight 1 and baseline, weight 0 (fitted Gaussian).") in text
-    text = ca4.generation_paragraph(generation_rows(
+    text = discussion_task2.generation_paragraph(generation_rows(
         confident=((0.40, 0.015), (0.60, 0.015), (0.995, 0.001), (0.5, 0.016))))
     assert "VAE KL weight 5: 100% confident (more)" in text
 
@@ -777,7 +778,7 @@ def test_generation_paragraph_best_with_ties_and_more_confident_than_real_images
 def test_generation_paragraph_most_confident_but_narrow():
     # The most confident generator (weight 0.1 here) draws fewer kinds of digit: entropy 0.60
     # +- 0.017 is clearly below weight 1's 0.95 and the baseline's 0.87, not below weight 5's 0.55.
-    text = ca4.generation_paragraph(generation_rows(
+    text = discussion_task2.generation_paragraph(generation_rows(
         confident=((0.76, 0.014), (0.58, 0.016), (0.23, 0.013), (0.56, 0.016)),
         entropy=((0.60, 0.017), (0.95, 0.006), (0.55, 0.02), (0.87, 0.008))))
     assert text.endswith(
@@ -785,17 +786,17 @@ def test_generation_paragraph_most_confident_but_narrow():
         "evenly spread than those of VAE KL weight 1 and baseline, weight 0 (fitted Gaussian) "
         "(digit entropy 0.60 against 0.95, 0.87): a generator that draws a few easy digits is "
         "read with confidence more often.")
-    assert "less evenly spread" not in ca4.generation_paragraph(generation_rows())
+    assert "less evenly spread" not in discussion_task2.generation_paragraph(generation_rows())
 
 
 @pytest.mark.parametrize("names, text", [
     (["a"], "a"), (["a", "b"], "a and b"), (["a", "b", "c"], "a, b and c")])
 def test_listed_names(names, text):
-    assert ca4.listed(names) == text
+    assert wording.listed(names) == text
 
 
 def test_generation_paragraph_all_tied():
-    text = ca4.generation_paragraph(generation_rows(
+    text = discussion_task2.generation_paragraph(generation_rows(
         confident=((0.50, 0.015), (0.51, 0.015), (0.52, 0.015), (0.505, 0.015))))
     assert text.endswith("No generator's samples are clearly more recognisable than the others'.")
     assert "most recognisable" not in text
@@ -803,7 +804,7 @@ def test_generation_paragraph_all_tied():
 
 def test_generation_paragraph_all_shares_zero():
     zero = (0.0, 0.002)
-    text = ca4.generation_paragraph(generation_rows(confident=(zero, zero, zero, zero)))
+    text = discussion_task2.generation_paragraph(generation_rows(confident=(zero, zero, zero, zero)))
     assert text.endswith("No generator's samples are clearly more recognisable than the others'.")
     assert "VAE KL weight 0.1: 0% confident (fewer)" in text
     assert_no_negative_zero(text)
@@ -823,7 +824,7 @@ CLAIMS = [TRADE_OFF, BEST_ELBO, PRIOR, SMOOTH, SAMPLES, COLLAPSE]
 
 
 def expectations(sweep=None, space=None, generation=None) -> str:
-    return ca4.expectations_paragraph(sweep or sweep_rows(), space or space_rows(),
+    return discussion_task2.expectations_paragraph(sweep or sweep_rows(), space or space_rows(),
                                       generation or generation_rows())
 
 
@@ -914,14 +915,15 @@ def test_expectations_paragraph_of_one_epoch():
 def test_task2_discussion_joins_its_paragraphs():
     sweep, space, interpolation = sweep_rows(), space_rows(), interpolation_rows()
     likelihood, generation = likelihood_rows(), generation_rows()
-    text = ca4.task2_discussion(sweep, 102.3, likelihood, 1000, space, interpolation,
+    text = discussion_task2.task2_discussion(sweep, 102.3, likelihood, 1000, space, interpolation,
                                 generation, 2.0)
     assert text.split("\n\n", 6)[:6] == [
-        ca4.losses_paragraph(sweep, 102.3), ca4.likelihood_paragraph(likelihood, 1000),
-        ca4.collapse_paragraph(sweep), ca4.vae_reconstruction_paragraph(sweep),
-        ca4.continuity_paragraph(space, interpolation, 2.0),
-        ca4.generation_paragraph(generation)]
-    assert text.endswith(ca4.expectations_paragraph(sweep, space, generation))
+        discussion_task2.losses_paragraph(sweep, 102.3),
+        discussion_task2.likelihood_paragraph(likelihood, 1000),
+        discussion_task2.collapse_paragraph(sweep), discussion_task2.vae_reconstruction_paragraph(sweep),
+        discussion_task2.continuity_paragraph(space, interpolation, 2.0),
+        discussion_task2.generation_paragraph(generation)]
+    assert text.endswith(discussion_task2.expectations_paragraph(sweep, space, generation))
     assert [part[:8] for part in text.split("\n\n")[:7]] == [
         "**Losses", "**Likeli", "**Collap", "**Recons", "**Contin", "**Genera", "**Were t"]
 
@@ -938,7 +940,7 @@ def test_task2_discussion_never_prints_a_negative_zero():
                        kl_per_dimension=[[1.0, -0.00001], [1.0, 1.0], [1.0, 1.0]])
     likelihood = likelihood_rows(differences=(tiny, tiny, tiny), above=(tiny, (0.0, 0.0), tiny))
     space = space_rows(coverage=((0.95001, 0.005),) * 3)
-    text = ca4.task2_discussion(sweep, 102.3, likelihood, 1000, space,
+    text = discussion_task2.task2_discussion(sweep, 102.3, likelihood, 1000, space,
                                 interpolation_rows(smoothness_change=tiny, unclear_change=tiny),
                                 generation_rows(), 2.0)
     assert_no_negative_zero(text)

@@ -24,7 +24,7 @@ import PIL.Image
 import pytest
 from scipy import stats
 
-import ca4_helpers as ca4
+from ca4lib import estimates, figures, generation, measures, report, settings, task1_analyses
 
 # ---------------------------------------------------------------------------------------------
 # Estimate: the 95 % interval, its sign, differences
@@ -35,20 +35,20 @@ import ca4_helpers as ca4
 def test_half_width_is_the_t_quantile_with_n_minus_one_degrees_of_freedom(n):
     se = 0.37
     expected = stats.t.ppf(0.975, df=n - 1) * se
-    assert ca4.Estimate(1.0, se, n).half_width == pytest.approx(expected, rel=1e-12)
+    assert estimates.Estimate(1.0, se, n).half_width == pytest.approx(expected, rel=1e-12)
 
 
 def test_half_width_against_textbook_t_quantiles():
     # Student's t tables: t(0.975, 2) = 4.303, t(0.975, 9) = 2.262; the normal 1.960 for large n.
-    assert ca4.Estimate(0.0, 1.0, 3).half_width == pytest.approx(4.303, abs=5e-4)
-    assert ca4.Estimate(0.0, 2.0, 10).half_width == pytest.approx(2 * 2.262, abs=1e-3)
-    assert ca4.Estimate(0.0, 1.0, 100_000).half_width == pytest.approx(1.960, abs=5e-4)
+    assert estimates.Estimate(0.0, 1.0, 3).half_width == pytest.approx(4.303, abs=5e-4)
+    assert estimates.Estimate(0.0, 2.0, 10).half_width == pytest.approx(2 * 2.262, abs=1e-3)
+    assert estimates.Estimate(0.0, 1.0, 100_000).half_width == pytest.approx(1.960, abs=5e-4)
 
 
 def test_half_width_of_a_zero_standard_error_is_zero():
-    assert ca4.Estimate(3.0, 0.0, 50).half_width == 0.0
-    assert ca4.Estimate(3.0, 0.0, 50).sign == 1
-    assert ca4.Estimate(0.0, 0.0, 50).sign == 0
+    assert estimates.Estimate(3.0, 0.0, 50).half_width == 0.0
+    assert estimates.Estimate(3.0, 0.0, 50).sign == 1
+    assert estimates.Estimate(0.0, 0.0, 50).sign == 0
 
 
 @pytest.mark.parametrize("value, se, n, sign", [
@@ -61,34 +61,34 @@ def test_half_width_of_a_zero_standard_error_is_zero():
     (5.0, math.inf, 1, 0),  # one item: no spread, never clear
 ])
 def test_sign_is_zero_inside_the_interval_and_the_direction_outside(value, se, n, sign):
-    assert ca4.Estimate(value, se, n).sign == sign
+    assert estimates.Estimate(value, se, n).sign == sign
 
 
 @pytest.mark.parametrize("direction", [1, -1])
 def test_sign_exactly_at_the_boundary_is_not_clear(direction):
     se, n = 0.25, 12
     boundary = stats.t.ppf(0.975, n - 1) * se
-    at = ca4.Estimate(direction * boundary, se, n)
+    at = estimates.Estimate(direction * boundary, se, n)
     assert at.half_width == pytest.approx(boundary, rel=1e-15)
     # The interval [0, 2 x boundary] still contains 0: no clear difference.
-    assert ca4.Estimate(direction * at.half_width, se, n).sign == 0
+    assert estimates.Estimate(direction * at.half_width, se, n).sign == 0
     beyond = np.nextafter(at.half_width, math.inf)
-    assert ca4.Estimate(direction * beyond, se, n).sign == direction
+    assert estimates.Estimate(direction * beyond, se, n).sign == direction
 
 
 def test_difference_of_independent_estimates():
-    first, second = ca4.Estimate(10.0, 0.3, 100), ca4.Estimate(7.5, 0.4, 40)
+    first, second = estimates.Estimate(10.0, 0.3, 100), estimates.Estimate(7.5, 0.4, 40)
     difference = first - second
     assert difference.value == pytest.approx(2.5)
     assert difference.se == pytest.approx(0.5)  # sqrt(0.3^2 + 0.4^2)
     assert difference.n == 40
-    assert isinstance(difference, ca4.Estimate)
+    assert isinstance(difference, estimates.Estimate)
 
 
 def test_estimate_text():
-    assert ca4.Estimate(148.93, 0.31, 100).text(".1f") == "148.9 ± 0.3"
-    assert ca4.Estimate(0.012, 0.0003, 100).text(".3f") == "0.012 ± 0.0003"
-    assert ca4.Estimate(-0.0004, 0.002, 100).text(".2f") == "0.00 ± 0.002"
+    assert estimates.Estimate(148.93, 0.31, 100).text(".1f") == "148.9 ± 0.3"
+    assert estimates.Estimate(0.012, 0.0003, 100).text(".3f") == "0.012 ± 0.0003"
+    assert estimates.Estimate(-0.0004, 0.002, 100).text(".2f") == "0.00 ± 0.002"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,11 +109,11 @@ def test_estimate_text():
     (1234567.0, ",.0f", "1,234,567"),
 ])
 def test_number_never_prints_a_negative_zero(value, spec, text):
-    assert ca4.number(value, spec) == text
+    assert estimates.number(value, spec) == text
 
 
 def test_number_keeps_the_sign_of_minus_infinity():
-    assert ca4.number(-math.inf) == "-inf"
+    assert estimates.number(-math.inf) == "-inf"
 
 
 @pytest.mark.parametrize("se, spec, text", [
@@ -126,7 +126,7 @@ def test_number_keeps_the_sign_of_minus_infinity():
     (math.inf, ".2f", "inf"),
 ])
 def test_standard_error_text_gives_a_too_small_se_one_significant_digit(se, spec, text):
-    assert ca4.standard_error_text(se, spec) == text
+    assert estimates.standard_error_text(se, spec) == text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_standard_error_text_gives_a_too_small_se_one_significant_digit(se, spec
 
 def test_mean_estimate_against_numpy():
     values = np.random.default_rng(0).normal(3.0, 2.0, size=(40, 5))
-    found = ca4.mean_estimate(values)
+    found = estimates.mean_estimate(values)
     flat = values.ravel()
     assert found.value == pytest.approx(np.mean(flat), rel=1e-12)
     assert found.se == pytest.approx(np.std(flat, ddof=1) / np.sqrt(flat.size), rel=1e-12)
@@ -144,14 +144,14 @@ def test_mean_estimate_against_numpy():
 
 
 def test_mean_estimate_of_known_values():
-    found = ca4.mean_estimate([1.0, 2.0, 3.0, 4.0])
+    found = estimates.mean_estimate([1.0, 2.0, 3.0, 4.0])
     # mean 2.5, sample variance 5/3, SE sqrt(5/3 / 4)
     assert (found.value, found.n) == (2.5, 4)
     assert found.se == pytest.approx(math.sqrt(5 / 12))
 
 
 def test_mean_estimate_of_one_value_has_an_infinite_standard_error():
-    found = ca4.mean_estimate([4.2])
+    found = estimates.mean_estimate([4.2])
     assert (found.value, found.n) == (4.2, 1)
     assert found.se == math.inf
     assert found.sign == 0
@@ -160,7 +160,7 @@ def test_mean_estimate_of_one_value_has_an_infinite_standard_error():
 @pytest.mark.parametrize("values", [[1.0, math.nan], [math.inf, 2.0], []])
 def test_mean_estimate_rejects_nan_infinity_and_no_values(values):
     with pytest.raises(ValueError, match="values: expected finite numbers"):
-        ca4.mean_estimate(values)
+        estimates.mean_estimate(values)
 
 
 def test_paired_estimate_is_the_mean_difference_and_pairing_removes_shared_spread():
@@ -168,19 +168,19 @@ def test_paired_estimate_is_the_mean_difference_and_pairing_removes_shared_sprea
     shared = rng.normal(0.0, 10.0, 500)  # large differences between items
     first = shared + 0.2 + rng.normal(0.0, 0.1, 500)
     second = shared
-    paired = ca4.paired_estimate(first, second)
+    paired = estimates.paired_estimate(first, second)
     differences = first - second
     assert paired.value == pytest.approx(differences.mean(), rel=1e-12)
     assert paired.se == pytest.approx(differences.std(ddof=1) / math.sqrt(500), rel=1e-12)
     assert paired.n == 500
     assert paired.sign == 1
     # Unpaired, the shared spread hides the difference.
-    assert (ca4.mean_estimate(first) - ca4.mean_estimate(second)).sign == 0
+    assert (estimates.mean_estimate(first) - estimates.mean_estimate(second)).sign == 0
 
 
 def test_paired_estimate_rejects_a_shape_mismatch():
     with pytest.raises(ValueError, match=r"second: expected \(3,\) values paired with first"):
-        ca4.paired_estimate([1.0, 2.0, 3.0], [1.0, 2.0])
+        estimates.paired_estimate([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
 @pytest.mark.parametrize("hits, count", [(7, 20), (0, 10), (10, 10), (1, 1), (480, 1000)])
@@ -189,7 +189,7 @@ def test_share_estimate_uses_the_agresti_coull_standard_error(hits, count):
     outcomes[:hits] = True
     np.random.default_rng(0).shuffle(outcomes)
     adjusted = (hits + 2) / (count + 4)
-    found = ca4.share_estimate(outcomes)
+    found = estimates.share_estimate(outcomes)
     assert found.value == pytest.approx(hits / count)
     assert found.se == pytest.approx(math.sqrt(adjusted * (1 - adjusted) / (count + 4)))
     assert found.n == count
@@ -198,17 +198,17 @@ def test_share_estimate_uses_the_agresti_coull_standard_error(hits, count):
 
 def test_share_estimate_of_nothing_is_an_error():
     with pytest.raises(ValueError, match="hits: expected at least one outcome"):
-        ca4.share_estimate([])
+        estimates.share_estimate([])
 
 
 def test_bootstrap_estimate_of_constant_data_has_no_spread():
-    found = ca4.bootstrap_estimate(np.mean, np.full(30, 2.5), seed=3)
+    found = estimates.bootstrap_estimate(np.mean, np.full(30, 2.5), seed=3)
     assert (found.value, found.se, found.n) == (2.5, 0.0, 30)
 
 
 def test_bootstrap_se_of_a_mean_matches_sd_over_root_n():
     sample = np.random.default_rng(7).normal(5.0, 3.0, 2000)
-    found = ca4.bootstrap_estimate(np.mean, sample, seed=11)
+    found = estimates.bootstrap_estimate(np.mean, sample, seed=11)
     assert found.value == pytest.approx(sample.mean(), rel=1e-12)
     analytic = sample.std(ddof=1) / math.sqrt(len(sample))
     # 500 replicates estimate an SD to about 1/sqrt(2 x 500) = 3 %: 15 % is five times that.
@@ -217,10 +217,10 @@ def test_bootstrap_se_of_a_mean_matches_sd_over_root_n():
 
 def test_bootstrap_estimate_is_reproducible_and_rejects_no_replicates():
     sample = np.random.default_rng(0).uniform(size=50)
-    assert ca4.bootstrap_estimate(np.median, sample, seed=4) == ca4.bootstrap_estimate(
+    assert estimates.bootstrap_estimate(np.median, sample, seed=4) == estimates.bootstrap_estimate(
         np.median, sample, seed=4)
     with pytest.raises(ValueError, match="replicates: expected a positive integer"):
-        ca4.bootstrap_estimate(np.median, sample, replicates=0)
+        estimates.bootstrap_estimate(np.median, sample, replicates=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def test_per_image_bce_against_numpy_with_keras_clipping():
     clipped = np.clip(predictions, epsilon, np.float32(1) - epsilon).astype(np.float64)
     t = targets.astype(np.float64)
     expected = -(t * np.log(clipped) + (1 - t) * np.log(1 - clipped)).reshape(5, -1).mean(axis=1)
-    found = ca4.per_image_bce(targets, predictions)
+    found = measures.per_image_bce(targets, predictions)
     assert found.shape == (5,) and found.dtype == np.float64
     np.testing.assert_allclose(found, expected, rtol=1e-5)
     # Five rows of 28 zero predictions under ink: 140 pixels at -log(1e-7) = 16.1 each.
@@ -256,20 +256,20 @@ def test_per_image_squared_error_against_numpy():
     targets, predictions = images_and_predictions(1)
     expected = ((targets.astype(np.float64) - predictions.astype(np.float64)) ** 2).reshape(
         5, -1).mean(axis=1)
-    found = ca4.per_image_squared_error(targets, predictions)
+    found = measures.per_image_squared_error(targets, predictions)
     assert found.dtype == np.float64
     np.testing.assert_allclose(found, expected, rtol=1e-12)
     half = np.zeros((1, 28, 28, 1), np.float32)
     half[0, :14] = 1.0  # half of the pixels off by 1
-    assert ca4.per_image_squared_error(half, np.zeros_like(half))[0] == pytest.approx(0.5)
+    assert measures.per_image_squared_error(half, np.zeros_like(half))[0] == pytest.approx(0.5)
 
 
 def test_per_image_measures_reject_mismatched_images():
     targets, predictions = images_and_predictions()
     with pytest.raises(ValueError, match="predictions: expected shape"):
-        ca4.per_image_bce(targets, predictions[:3])
+        measures.per_image_bce(targets, predictions[:3])
     with pytest.raises(ValueError, match="predictions: expected shape"):
-        ca4.per_image_squared_error(targets, predictions[:3])
+        measures.per_image_squared_error(targets, predictions[:3])
 
 
 def test_knn_correct_votes_by_the_majority_of_the_neighbours():
@@ -279,15 +279,15 @@ def test_knn_correct_votes_by_the_majority_of_the_neighbours():
     train_labels = np.array([1, 1, 1, 2, 2])
     test_codes, test_labels = np.array([[0.06], [0.06]]), np.array([1, 2])
     np.testing.assert_array_equal(
-        ca4.knn_correct(train_codes, train_labels, test_codes, test_labels), [True, False])
+        measures.knn_correct(train_codes, train_labels, test_codes, test_labels), [True, False])
     np.testing.assert_array_equal(
-        ca4.knn_correct(train_codes, train_labels, test_codes, test_labels, neighbours=1),
+        measures.knn_correct(train_codes, train_labels, test_codes, test_labels, neighbours=1),
         [False, True])
 
 
 def test_knn_correct_rejects_codes_of_another_dimension():
     with pytest.raises(ValueError, match=r"test_codes: expected an array of shape \(N, 2\)"):
-        ca4.knn_correct(np.zeros((5, 2)), np.zeros(5, int), np.zeros((2, 3)), np.zeros(2, int))
+        measures.knn_correct(np.zeros((5, 2)), np.zeros(5, int), np.zeros((2, 3)), np.zeros(2, int))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_knn_correct_rejects_codes_of_another_dimension():
 EVIDENCE = {"a": {"x": np.array([1.0, 2.0, 3.0, 4.0]), "hit": np.array([1, 0, 0, 1], bool)},
             "b": {"x": np.array([2.0, 4.0, 6.0, 8.0]), "hit": np.array([1, 1, 0, 1], bool)},
             "c": {"x": np.array([2.0, 4.0, 9.0, 8.0]), "hit": np.array([1, 1, 1, 1], bool)}}
-MEASURES = {"x": ca4.mean_estimate, "hit": ca4.share_estimate}
+MEASURES = {"x": estimates.mean_estimate, "hit": estimates.share_estimate}
 
 
 def sd_over_root_n(values: np.ndarray) -> float:
@@ -307,7 +307,7 @@ def sd_over_root_n(values: np.ndarray) -> float:
 @pytest.mark.parametrize("against, base_of", [("previous", {"b": "a", "c": "b"}),
                                               ("first", {"b": "a", "c": "a"})])
 def test_compared_rows_pair_each_run_with_the_previous_or_the_first(against, base_of):
-    rows = ca4.compared_rows(EVIDENCE, "run", MEASURES, against=against)
+    rows = estimates.compared_rows(EVIDENCE, "run", MEASURES, against=against)
     assert [row["run"] for row in rows] == ["a", "b", "c"]
     for row in rows:
         values = EVIDENCE[row["run"]]
@@ -325,8 +325,8 @@ def test_compared_rows_pair_each_run_with_the_previous_or_the_first(against, bas
 
 
 def test_compared_rows_known_changes():
-    previous = ca4.compared_rows(EVIDENCE, "run", {"x": ca4.mean_estimate})
-    first = ca4.compared_rows(EVIDENCE, "run", {"x": ca4.mean_estimate}, against="first")
+    previous = estimates.compared_rows(EVIDENCE, "run", {"x": estimates.mean_estimate})
+    first = estimates.compared_rows(EVIDENCE, "run", {"x": estimates.mean_estimate}, against="first")
     # c - b = (0, 0, 3, 0): mean 0.75; c - a = (1, 2, 6, 4): mean 3.25.
     assert previous[2]["x_change"] == pytest.approx(0.75)
     assert previous[2]["x_change_se"] == pytest.approx(0.75)  # sd 1.5 over sqrt(4)
@@ -335,7 +335,7 @@ def test_compared_rows_known_changes():
 
 def test_compared_rows_rejects_another_comparison():
     with pytest.raises(ValueError, match="against: expected 'previous' or 'first', got 'best'"):
-        ca4.compared_rows(EVIDENCE, "run", MEASURES, against="best")
+        estimates.compared_rows(EVIDENCE, "run", MEASURES, against="best")
 
 
 def test_latent_size_rows_with_known_gains():
@@ -351,7 +351,7 @@ def test_latent_size_rows_with_known_gains():
            32: rng.uniform(size=200) < 0.8}
     evidence = {size: {"bce": bce[size], "recognised": hits[size], "knn": knn[size]}
                 for size in (2, 10, 32)}
-    rows = ca4.latent_size_rows(evidence, {2: 3, 10: 4, 32: 5})
+    rows = task1_analyses.latent_size_rows(evidence, {2: 3, 10: 4, 32: 5})
     assert [row["latent_dim"] for row in rows] == [2, 10, 32]
     assert [row["epochs"] for row in rows] == [3, 4, 5]
     assert rows[1]["bce_change"] == pytest.approx(-0.04 + wiggle.mean())
@@ -369,7 +369,7 @@ def test_latent_size_rows_of_constant_gains_have_no_spread():
     evidence = {size: {"bce": base + offset, "recognised": np.ones(50, bool),
                        "knn": np.ones(50, bool)}
                 for size, offset in ((4, 0.3), (8, 0.1), (16, 0.05))}
-    rows = ca4.latent_size_rows(evidence, dict.fromkeys((4, 8, 16), 1))
+    rows = task1_analyses.latent_size_rows(evidence, dict.fromkeys((4, 8, 16), 1))
     assert rows[2]["gain_shrink"] == pytest.approx(0.2 - 0.05)
     assert rows[2]["gain_shrink_se"] == pytest.approx(0.0, abs=1e-12)
 
@@ -385,7 +385,7 @@ def test_grey_share_counts_pixels_strictly_between_0_1_and_0_9():
     images[2, :14] = 0.1  # the boundaries are not grey
     images[2, 14:] = 0.9
     images[3] = 0.899  # all grey
-    np.testing.assert_allclose(ca4.grey_share(images), [0.0, 0.25, 0.0, 1.0])
+    np.testing.assert_allclose(measures.grey_share(images), [0.0, 0.25, 0.0, 1.0])
 
 
 def test_denoising_rows_of_constructed_images():
@@ -397,7 +397,7 @@ def test_denoising_rows_of_constructed_images():
     for i in range(count):
         denoised[i, 0, : i + 1] = 0.5  # i + 1 pixels off by 0.5: grey
         plain[i, 0, : 2 * i + 2] = 0.5
-    rows = ca4.denoising_rows(clean, noisy, denoised, plain)
+    rows = task1_analyses.denoising_rows(clean, noisy, denoised, plain)
     assert [row["images"] for row in rows] == ["noisy inputs", "denoiser",
                                               "clean-trained autoencoder"]
     noisy_mse = np.full(count, 112 * 0.25 / 784)
@@ -427,17 +427,17 @@ def test_denoising_rows_of_constructed_images():
 
 @pytest.mark.parametrize("count, size", [(10, 5), (1000, 40), (3, 1)])
 def test_random_pairs_are_distinct_and_use_no_index_twice(count, size):
-    pairs = ca4.random_pairs(count, size, seed=5)
+    pairs = generation.random_pairs(count, size, seed=5)
     assert pairs.shape == (size, 2)
     assert np.all(pairs[:, 0] != pairs[:, 1])
     assert len(np.unique(pairs)) == 2 * size
     assert pairs.min() >= 0 and pairs.max() < count
-    np.testing.assert_array_equal(pairs, ca4.random_pairs(count, size, seed=5))
+    np.testing.assert_array_equal(pairs, generation.random_pairs(count, size, seed=5))
 
 
 def test_random_pairs_rejects_more_pairs_than_items_allow():
     with pytest.raises(ValueError, match="size: expected at most 5 pairs of 11 items, got 6"):
-        ca4.random_pairs(11, 6)
+        generation.random_pairs(11, 6)
 
 
 def even_path(frames: int, seed: int = 0) -> np.ndarray:
@@ -449,18 +449,18 @@ def even_path(frames: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("frames", [2, 5, 10])
 def test_path_smoothness_of_an_even_path(frames):
-    assert ca4.path_smoothness(even_path(frames)) == pytest.approx(1 / (frames - 1))
+    assert generation.path_smoothness(even_path(frames)) == pytest.approx(1 / (frames - 1))
 
 
 def test_path_smoothness_of_one_jump_is_one():
     start, end = np.zeros((28, 28, 1)), np.ones((28, 28, 1))
     path = np.stack([start] * 4 + [end] * 6)
-    assert ca4.path_smoothness(path) == pytest.approx(1.0)
+    assert generation.path_smoothness(path) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("frames", [3, 10])
 def test_path_smoothness_of_a_constant_path_counts_as_even(frames):
-    assert ca4.path_smoothness(np.full((frames, 28, 28, 1), 0.3)) == pytest.approx(
+    assert generation.path_smoothness(np.full((frames, 28, 28, 1), 0.3)) == pytest.approx(
         1 / (frames - 1))
 
 
@@ -468,12 +468,12 @@ def test_path_smoothness_of_a_constant_path_counts_as_even(frames):
 def test_path_smoothness_does_not_depend_on_the_amplitude(scale):
     rng = np.random.default_rng(2)
     path = np.cumsum(rng.uniform(size=(8, 28, 28, 1)), axis=0)
-    assert ca4.path_smoothness(scale * path) == pytest.approx(ca4.path_smoothness(path))
+    assert generation.path_smoothness(scale * path) == pytest.approx(generation.path_smoothness(path))
 
 
 def test_path_smoothness_needs_two_frames():
     with pytest.raises(ValueError, match="frames: expected at least 2 frames"):
-        ca4.path_smoothness(np.zeros((1, 28, 28, 1)))
+        generation.path_smoothness(np.zeros((1, 28, 28, 1)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,8 +483,8 @@ def test_path_smoothness_needs_two_frames():
 
 def test_markdown_table_doctest():
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(verbose=False)
-    (test,) = finder.find(ca4.markdown_table, "markdown_table", globs={
-        "markdown_table": ca4.markdown_table})
+    (test,) = finder.find(report.markdown_table, "markdown_table", globs={
+        "markdown_table": report.markdown_table})
     result = runner.run(test)
     assert result.attempted == 1 and result.failed == 0
 
@@ -495,7 +495,7 @@ def test_markdown_table_with_standard_errors_and_missing_values():
             {"kl_weight": 5.0, "loss": None, "share": 0.5, "share_se": 0.012},
             {"kl_weight": 1.0, "loss": -0.001, "loss_se": 0.0004, "share": 1.0, "share_se": 0.0,
              "note": "last"}]
-    table = ca4.markdown_table(rows, {"kl_weight": "Weight|g", "loss": "Loss|±.1f",
+    table = report.markdown_table(rows, {"kl_weight": "Weight|g", "loss": "Loss|±.1f",
                                       "share": "Share|±.1%", "note": "Note"})
     lines = table.splitlines()
     assert len(lines) == 5
@@ -513,17 +513,17 @@ def test_markdown_table_with_standard_errors_and_missing_values():
 
 
 def test_markdown_table_small_standard_error_of_a_percentage_stays_a_percentage():
-    table = ca4.markdown_table([{"share": 0.5, "share_se": 0.00004}], {"share": "Share|±.1%"})
+    table = report.markdown_table([{"share": 0.5, "share_se": 0.00004}], {"share": "Share|±.1%"})
     assert table.splitlines()[2] == "| 50.0% ± 0.004% |"
 
 
 @pytest.mark.parametrize("se, spec, text", [(0.003, ".0%", "0.3%"), (0.0004, ".1%", "0.04%")])
 def test_standard_error_text_of_a_small_percentage(se, spec, text):
-    assert ca4.standard_error_text(se, spec) == text
+    assert estimates.standard_error_text(se, spec) == text
 
 
 def test_markdown_table_thousands_and_plain_columns():
-    table = ca4.markdown_table([{"name": "dense", "count": 1234567}],
+    table = report.markdown_table([{"name": "dense", "count": 1234567}],
                                {"name": "Layer", "count": "Parameters|,"})
     assert table.splitlines() == ["| Layer | Parameters |", "|-----|----------|",
                                   "| dense | 1,234,567 |"]
@@ -531,13 +531,13 @@ def test_markdown_table_thousands_and_plain_columns():
 
 def test_markdown_table_needs_rows():
     with pytest.raises(ValueError, match="rows: expected at least one row"):
-        ca4.markdown_table([], {"a": "A"})
+        report.markdown_table([], {"a": "A"})
 
 
 def test_merge_rows_joins_on_the_key_in_the_first_rows_order():
     first = [{"w": 0.1, "a": 1, "shared": "first"}, {"w": 1.0, "a": 2, "shared": "first"}]
     second = [{"w": 1.0, "b": 20, "shared": "second"}, {"w": 0.1, "b": 10, "shared": "second"}]
-    assert ca4.merge_rows(first, second, "w") == [
+    assert report.merge_rows(first, second, "w") == [
         {"w": 0.1, "a": 1, "b": 10, "shared": "second"},
         {"w": 1.0, "a": 2, "b": 20, "shared": "second"}]
     assert first[0] == {"w": 0.1, "a": 1, "shared": "first"}  # the inputs stay as they were
@@ -546,7 +546,7 @@ def test_merge_rows_joins_on_the_key_in_the_first_rows_order():
 def test_merge_rows_rejects_rows_of_other_keys():
     with pytest.raises(ValueError, match=r"second: expected rows for the same ws as first, "
                                          r"got \[0.1, 5.0\]"):
-        ca4.merge_rows([{"w": 0.1}, {"w": 1.0}], [{"w": 0.1}, {"w": 5.0}], "w")
+        report.merge_rows([{"w": 0.1}, {"w": 1.0}], [{"w": 0.1}, {"w": 5.0}], "w")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,8 +555,8 @@ def test_merge_rows_rejects_rows_of_other_keys():
 
 
 def test_title_block_of_the_full_profile_has_no_banner_and_prints_the_given_values():
-    block = ca4.title_block("  Group 7 ", "Ada Lovelace (123), Alan Turing (456)", "full")
-    assert block.startswith(f"# {ca4.TITLE}\n")
+    block = report.title_block("  Group 7 ", "Ada Lovelace (123), Alan Turing (456)", "full")
+    assert block.startswith(f"# {report.TITLE}\n")
     assert "Smoke run" not in block
     assert "| **Group** | Group 7 |" in block
     assert "| **Members** | Ada Lovelace (123), Alan Turing (456) |" in block
@@ -565,14 +565,14 @@ def test_title_block_of_the_full_profile_has_no_banner_and_prints_the_given_valu
 
 @pytest.mark.parametrize("profile", ["fast", "smoke"])
 def test_title_block_of_another_profile_starts_with_the_banner(profile):
-    block = ca4.title_block("7", "Ada", profile)
+    block = report.title_block("7", "Ada", profile)
     assert block.startswith(f"> **Smoke run (profile `{profile}`): not the assignment.**")
-    assert block.index("Smoke run") < block.index(f"# {ca4.TITLE}")
+    assert block.index("Smoke run") < block.index(f"# {report.TITLE}")
 
 
 @pytest.mark.parametrize("group, members", [(None, None), ("", "  "), (" ", "")])
 def test_title_block_notes_a_missing_group_and_members(group, members):
-    block = ca4.title_block(group, members, "full")
+    block = report.title_block(group, members, "full")
     assert ("| **Group** | **not set** (set GROUP in the parameters cell, or CA4_GROUP in the "
             "environment) |") in block
     assert ("| **Members** | **not set** (set MEMBERS in the parameters cell, or CA4_MEMBERS in "
@@ -581,19 +581,19 @@ def test_title_block_notes_a_missing_group_and_members(group, members):
 
 def test_short_commit_keeps_12_digits_of_a_full_hash_and_the_rest():
     full = "0123456789abcdef0123456789abcdef01234567"
-    assert ca4.short_commit(full) == "0123456789ab"
-    assert ca4.short_commit(f"{full} (with uncommitted changes)") == (
+    assert report.short_commit(full) == "0123456789ab"
+    assert report.short_commit(f"{full} (with uncommitted changes)") == (
         "0123456789ab (with uncommitted changes)")
-    assert ca4.short_commit("unknown (not a git checkout)") == "unknown (not a git checkout)"
-    assert ca4.short_commit("0123abc") == "0123abc"  # not a full hash: as it is
+    assert report.short_commit("unknown (not a git checkout)") == "unknown (not a git checkout)"
+    assert report.short_commit("0123abc") == "0123abc"  # not a full hash: as it is
 
 
 def test_start_run_record_removes_the_last_metrics_and_records_the_provenance():
-    metrics = ca4.build_dir() / "metrics.json"
+    metrics = settings.build_dir() / "metrics.json"
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text('{"old": true}')
     before = datetime.now(UTC)
-    record = ca4.start_run_record("FAST", 7)
+    record = report.start_run_record("FAST", 7)
     assert not metrics.exists()
     assert set(record) == {"commit", "date", "profile", "seed", "versions"}
     assert record["profile"] == "fast" and record["seed"] == 7
@@ -603,17 +603,17 @@ def test_start_run_record_removes_the_last_metrics_and_records_the_provenance():
     assert record["versions"] == {"python": platform.python_version(),
                                   "tensorflow": metadata.version("tensorflow"),
                                   "keras": keras.__version__, "numpy": np.__version__}
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ca4.PROJECT_DIR, capture_output=True,
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=settings.PROJECT_DIR, capture_output=True,
                           text=True)
     if head.returncode == 0:
         assert record["commit"].split()[0] == head.stdout.strip()
     # Without a file to remove it works too.
-    assert ca4.start_run_record("full", 0)["profile"] == "full"
+    assert report.start_run_record("full", 0)["profile"] == "full"
 
 
-def test_start_run_record_outside_a_git_checkout(tmp_path, monkeypatch):
-    monkeypatch.setattr(ca4, "PROJECT_DIR", tmp_path)
-    assert ca4.start_run_record("full", 1)["commit"] == "unknown (not a git checkout)"
+def test_start_run_record_outside_a_git_checkout(tmp_path, patch_lookup):
+    patch_lookup(report.start_run_record, "PROJECT_DIR", tmp_path)
+    assert report.start_run_record("full", 1)["commit"] == "unknown (not a git checkout)"
 
 
 @pytest.mark.parametrize("profile, seed, message", [
@@ -621,7 +621,7 @@ def test_start_run_record_outside_a_git_checkout(tmp_path, monkeypatch):
 ])
 def test_start_run_record_rejects_bad_settings(profile, seed, message):
     with pytest.raises(ValueError, match=message):
-        ca4.start_run_record(profile, seed)
+        report.start_run_record(profile, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -641,7 +641,7 @@ def pins(tmp_path: Path, tensorflow: str, keras_version: str) -> Path:
 
 
 def test_check_environment_passes_with_matching_pins(tmp_path, strict_versions):
-    assert ca4.check_environment(pins(tmp_path, metadata.version("tensorflow"),
+    assert settings.check_environment(pins(tmp_path, metadata.version("tensorflow"),
                                       metadata.version("keras"))) is None
 
 
@@ -651,18 +651,18 @@ def test_check_environment_names_a_wrong_pin_and_make_lab(tmp_path, strict_versi
     versions[package] = "0.0.1"
     requirements = pins(tmp_path, versions["tensorflow"], versions["keras"])
     with pytest.raises(ImportError, match=rf"{package} .*needs {package}==0\.0\.1") as error:
-        ca4.check_environment(requirements)
+        settings.check_environment(requirements)
     assert "make lab" in str(error.value)
     assert "CA4_ALLOW_OTHER_VERSIONS=1" in str(error.value)
 
 
 def test_check_environment_lets_other_versions_through_when_allowed(tmp_path, monkeypatch):
     monkeypatch.setenv("CA4_ALLOW_OTHER_VERSIONS", "1")
-    assert ca4.check_environment(pins(tmp_path, "0.0.1", "0.0.1")) is None
+    assert settings.check_environment(pins(tmp_path, "0.0.1", "0.0.1")) is None
 
 
 def test_check_environment_without_a_requirements_file(tmp_path, strict_versions):
-    assert ca4.check_environment(tmp_path / "missing.txt") is None
+    assert settings.check_environment(tmp_path / "missing.txt") is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -674,9 +674,9 @@ def test_show_figure_saves_a_png_under_the_build_folder_and_closes_the_figure():
     figure, axis = plt.subplots()
     axis.plot([0, 1], [1, 0])
     number = figure.number
-    path = ca4.build_dir() / "figures" / "test_figure_1.png"
+    path = settings.build_dir() / "figures" / "test_figure_1.png"
     path.unlink(missing_ok=True)
-    ca4.show_figure(figure, "test_figure_1")
+    figures.show_figure(figure, "test_figure_1")
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert not plt.fignum_exists(number)
 
@@ -686,25 +686,25 @@ def test_show_figure_shows_the_saved_png_cropped_like_the_inline_backend(monkeyp
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", shown.append)
-    with matplotlib.rc_context(ca4.REPORT_STYLE):
+    with matplotlib.rc_context(figures.REPORT_STYLE):
         figure, axis = plt.subplots(figsize=(4, 3))
         axis.plot([0, 1], [1, 0])
         axis.set_title("a title")
         cropped = io.BytesIO()
         # What matplotlib-inline shows for a figure: print_figure with bbox_inches="tight".
         figure.savefig(cropped, format="png", bbox_inches="tight")
-        ca4.show_figure(figure, "test_figure_2")
+        figures.show_figure(figure, "test_figure_2")
     (image,) = shown
-    saved = (ca4.build_dir() / "figures" / "test_figure_2.png").read_bytes()
+    saved = (settings.build_dir() / "figures" / "test_figure_2.png").read_bytes()
     assert image.data == saved
     assert PIL.Image.open(io.BytesIO(saved)).size == PIL.Image.open(cropped).size
     # Cropped: narrower than the uncropped 4 x 3 in canvas at the report's resolution.
-    assert PIL.Image.open(io.BytesIO(saved)).size[0] < 4 * ca4.REPORT_STYLE["figure.dpi"]
+    assert PIL.Image.open(io.BytesIO(saved)).size[0] < 4 * figures.REPORT_STYLE["figure.dpi"]
 
 
 @pytest.mark.parametrize("name", ["Task1", "task-1", "../escape", "a b", "", "figure.png"])
 def test_show_figure_rejects_a_bad_name(name):
     figure, _ = plt.subplots()
     with pytest.raises(ValueError, match="name: expected lower-case letters, digits and '_'"):
-        ca4.show_figure(figure, name)
-    assert not (ca4.build_dir() / "figures" / f"{name}.png").exists()
+        figures.show_figure(figure, name)
+    assert not (settings.build_dir() / "figures" / f"{name}.png").exists()

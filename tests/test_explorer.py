@@ -1,4 +1,4 @@
-"""The latent-space explorer (ca4.latent_explorer) without a browser: its widgets driven from
+"""The latent-space explorer (explorer_room.latent_explorer) without a browser: its widgets driven from
 Python, checked against the models called independently."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from IPython.core.formatters import DisplayFormatter
 from PIL import Image
 
 import ca4_helpers as ca4
+from ca4lib import explorer as explorer_room
+from ca4lib import figures
 
 WEIGHTS = ("KL weight 0.1", "KL weight 5")
 READING = re.compile(r"^classifier reads: digit (\d) \(p = (\d\.\d\d)\)$")
@@ -35,7 +37,7 @@ def models():
 
 @pytest.fixture
 def explorer(models):
-    return ca4.latent_explorer(*models)
+    return explorer_room.latent_explorer(*models)
 
 
 def decode(decoder, z) -> np.ndarray:
@@ -46,7 +48,7 @@ def decode(decoder, z) -> np.ndarray:
 def shown_digit(explorer) -> np.ndarray:
     """The digit the explorer's image widget holds, back in [0, 1] (INK: dark ink is 1)."""
     pixels = np.asarray(Image.open(io.BytesIO(explorer.digit.value)).convert("L"), np.float64)
-    zoom = ca4.EXPLORER_ZOOM
+    zoom = explorer_room.EXPLORER_ZOOM
     assert pixels.shape == (28 * zoom, 28 * zoom)
     return 1 - pixels[::zoom, ::zoom] / 255
 
@@ -100,25 +102,25 @@ def test_switching_the_model_gives_the_sliders_that_models_range(explorer, model
         # Computed here: the 1st-99th percentile widened by a tenth of its span (at least
         # 0.005 for a collapsed coordinate), ends rounded out to the step.
         low, high = np.percentile(means[WEIGHTS[1]][:, d], [1, 99])
-        margin = ca4.EXPLORER_MARGIN * max(high - low, 0.05)
+        margin = explorer_room.EXPLORER_MARGIN * max(high - low, 0.05)
         assert low - margin - slider.step < slider.min <= low - margin
         assert high + margin <= slider.max < high + margin + slider.step
-        assert (slider.max - slider.min) / slider.step <= ca4.EXPLORER_STEPS + 1e-9
+        assert (slider.max - slider.min) / slider.step <= explorer_room.EXPLORER_STEPS + 1e-9
         assert slider.min <= slider.value <= slider.max
     assert explorer.z[0] == explorer.sliders[0].max  # 3.0 lies beyond: clipped to the end
     np.testing.assert_allclose(explorer.decoded, decode(decoders[WEIGHTS[1]], explorer.z),
                                atol=1e-5)
     explorer.choice.value = WEIGHTS[0]
     np.testing.assert_allclose([[s.min, s.max, s.step] for s in explorer.sliders],
-                               ca4.explorer_ranges(means[WEIGHTS[0]]))
+                               explorer_room.explorer_ranges(means[WEIGHTS[0]]))
 
 
-def test_the_scatter_is_drawn_once_per_model_then_only_the_marker_moves(models, monkeypatch):
+def test_the_scatter_is_drawn_once_per_model_then_only_the_marker_moves(models, patch_lookup):
     drawn = []
-    original = ca4.scatter_latent_codes
-    monkeypatch.setattr(ca4, "scatter_latent_codes",
-                        lambda *args, **kwargs: drawn.append(args[-1]) or original(*args, **kwargs))
-    explorer = ca4.latent_explorer(*models)
+    original = figures.scatter_latent_codes
+    patch_lookup(explorer_room.LatentScatter.__init__, "scatter_latent_codes",
+                 lambda *args, **kwargs: drawn.append(args[-1]) or original(*args, **kwargs))
+    explorer = explorer_room.latent_explorer(*models)
     seen = set()
     for z0 in np.linspace(-2, 2, 8):
         explorer.sliders[0].value = round(float(z0), 1)
@@ -141,9 +143,9 @@ def test_a_change_takes_milliseconds(explorer):
 
 def test_outside_jupyterlab_it_is_a_one_line_note(explorer):
     data, _ = DisplayFormatter().format(explorer)
-    assert data["text/plain"] == ca4.EXPLORER_NOTE
-    assert ca4.EXPLORER_NOTE in data["text/markdown"]
-    assert "\n" not in ca4.EXPLORER_NOTE and "make lab" in ca4.EXPLORER_NOTE
+    assert data["text/plain"] == explorer_room.EXPLORER_NOTE
+    assert explorer_room.EXPLORER_NOTE in data["text/markdown"]
+    assert "\n" not in explorer_room.EXPLORER_NOTE and "make lab" in explorer_room.EXPLORER_NOTE
     view = data["application/vnd.jupyter.widget-view+json"]
     assert view["model_id"] == explorer.model_id
     assert not any(key.startswith("image/") for key in data)
@@ -152,14 +154,14 @@ def test_outside_jupyterlab_it_is_a_one_line_note(explorer):
 def test_slider_ranges_are_round_and_hold_the_origin():
     rng = np.random.default_rng(1)
     means = np.column_stack([rng.normal(3.0, 2.0, 500), rng.normal(0.0, 1e-4, 500)])
-    ranges = ca4.explorer_ranges(means)
+    ranges = explorer_room.explorer_ranges(means)
     for low, high, step in ranges:
         mantissa = step / 10 ** np.floor(np.log10(step))
         assert round(mantissa, 9) in (1, 2, 5)
         assert abs(low / step - round(low / step)) < 1e-6
         assert abs(high / step - round(high / step)) < 1e-6
-        assert low < high and (high - low) / step <= ca4.EXPLORER_STEPS + 1e-9
-    assert ranges[1, 1] - ranges[1, 0] >= 2 * ca4.EXPLORER_MARGIN * 0.05 - 1e-12  # movable
+        assert low < high and (high - low) / step <= explorer_room.EXPLORER_STEPS + 1e-9
+    assert ranges[1, 1] - ranges[1, 0] >= 2 * explorer_room.EXPLORER_MARGIN * 0.05 - 1e-12  # movable
     p1, p99 = np.percentile(means[:, 0], [1, 99])
     assert ranges[0, 0] < p1 and ranges[0, 1] > p99
 
@@ -182,4 +184,4 @@ def test_arguments_are_checked_by_name(models):
     ]
     for arguments, message in cases:
         with pytest.raises(ValueError, match=message):
-            ca4.latent_explorer(*arguments)
+            explorer_room.latent_explorer(*arguments)

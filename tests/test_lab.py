@@ -13,22 +13,22 @@ import nbformat
 import pytest
 from conftest import free_port, http_get, tail
 
-import ca4_helpers as ca4
+from ca4lib import settings
 
-NOTEBOOK = ca4.PROJECT_DIR / "ca4.ipynb"
+NOTEBOOK = settings.PROJECT_DIR / "ca4.ipynb"
 STARTUP_SECONDS = 60
 
 
 def make_target(name: str) -> tuple[str, list[str]]:
     """Return a Makefile target's prerequisites line and its recipe lines."""
-    text = (ca4.PROJECT_DIR / "Makefile").read_text()
+    text = (settings.PROJECT_DIR / "Makefile").read_text()
     match = re.search(rf"^{re.escape(name)}:(.*)\n((?:\t.*\n?)*)", text, re.MULTILINE)
     assert match, f"the Makefile has no '{name}' target"
     return match[1].strip(), [line.strip() for line in match[2].splitlines() if line.strip()]
 
 
 def test_make_lab_opens_the_notebook_with_the_environments_jupyter():
-    text = (ca4.PROJECT_DIR / "Makefile").read_text()
+    text = (settings.PROJECT_DIR / "Makefile").read_text()
     assert re.search(r"^VENV := \.venv$", text, re.MULTILINE)
     prerequisites, recipe = make_target("lab")
     assert prerequisites.split() == ["venv"]  # sets up .venv first on a fresh machine
@@ -83,7 +83,7 @@ def test_make_lab_starts_and_says_where_to_open_it(tmp_path):
         make = subprocess.Popen(
             ["make", "--no-print-directory", "lab",
              f"LAB_ARGS=--no-browser --port={port} --ServerApp.port_retries=0"],
-            cwd=ca4.PROJECT_DIR, env=environment, stdin=subprocess.DEVNULL, stdout=output,
+            cwd=settings.PROJECT_DIR, env=environment, stdin=subprocess.DEVNULL, stdout=output,
             stderr=subprocess.STDOUT)
     url = None
     try:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import ca4_helpers as ca4
+from ca4lib import latent_space, measures
 
 
 def to_numpy(value) -> np.ndarray:
@@ -147,7 +148,7 @@ def test_mean_binary_cross_entropy_matches_keras_and_numpy():
     predictions = rng.uniform(0.01, 0.99, size=(4, 28, 28, 1)).astype(np.float32)
     predictions[2, 0, :5] = 0.0  # clipped at 1e-7
     predictions[3, 1, :5] = 1.0
-    actual = ca4.mean_binary_cross_entropy(targets, predictions)
+    actual = measures.mean_binary_cross_entropy(targets, predictions)
     keras_value = float(to_numpy(keras.losses.BinaryCrossentropy()(targets, predictions)))
     assert actual == pytest.approx(keras_value, rel=1e-6)
     assert actual == pytest.approx(float(numpy_bce(targets, predictions).mean()), rel=1e-5)
@@ -158,13 +159,13 @@ def test_mean_binary_cross_entropy_known_values():
     targets = rng.uniform(size=(2, 28, 28, 1)).astype(np.float32)
     # A prediction of 1/2 costs ln 2 whatever the target.
     half = np.full_like(targets, 0.5)
-    assert ca4.mean_binary_cross_entropy(targets, half) == pytest.approx(math.log(2), rel=1e-6)
+    assert measures.mean_binary_cross_entropy(targets, half) == pytest.approx(math.log(2), rel=1e-6)
     # Certain and wrong: the cost is capped by the clipping at 1e-7 (float32), not infinite.
     ones, zeros = np.ones_like(targets), np.zeros_like(targets)
     capped = -math.log(float(np.float32(1e-7)))
-    assert ca4.mean_binary_cross_entropy(ones, zeros) == pytest.approx(capped, rel=1e-5)
+    assert measures.mean_binary_cross_entropy(ones, zeros) == pytest.approx(capped, rel=1e-5)
     # Certain and right: almost nothing.
-    assert ca4.mean_binary_cross_entropy(ones, ones) < 1e-6
+    assert measures.mean_binary_cross_entropy(ones, ones) < 1e-6
 
 
 # --- sampling -------------------------------------------------------------------------------------
@@ -316,7 +317,7 @@ def decoder_2d():
 @pytest.mark.parametrize("n", [15, 4])
 def test_decode_latent_grid_decodes_once(n, decoder_2d):
     counting = CountingDecoder(decoder_2d)
-    grid = ca4.decode_latent_grid(counting, points_per_side=n)
+    grid = latent_space.decode_latent_grid(counting, points_per_side=n)
     assert counting.batch_sizes == [n * n]
     assert grid.shape == (28 * n, 28 * n)
     assert np.all((grid > 0) & (grid < 1))
@@ -324,7 +325,7 @@ def test_decode_latent_grid_decodes_once(n, decoder_2d):
 
 def test_decode_latent_grid_tiles_row_major_from_the_top():
     n = 3
-    points = ca4.latent_grid_points(n)
+    points = latent_space.latent_grid_points(n)
 
     class IndexDecoder:
         """Decodes point k to an image filled with k, to see where each tile lands."""
@@ -335,7 +336,7 @@ def test_decode_latent_grid_tiles_row_major_from_the_top():
             index = np.array([np.flatnonzero((points == p).all(axis=1))[0] for p in np.asarray(batch)])
             return np.broadcast_to(index[:, None, None, None], (len(batch), 28, 28, 1)).astype(float)
 
-    grid = ca4.decode_latent_grid(IndexDecoder(), points_per_side=n)
+    grid = latent_space.decode_latent_grid(IndexDecoder(), points_per_side=n)
     for row in range(n):
         for column in range(n):
             tile = grid[28 * row:28 * (row + 1), 28 * column:28 * (column + 1)]
@@ -347,11 +348,11 @@ def test_decode_latent_grid_tiles_row_major_from_the_top():
 
 def test_decode_latent_grid_rejects_other_latent_sizes():
     with pytest.raises(ValueError, match="decoder"):
-        ca4.decode_latent_grid(CountingDecoder(ca4.build_decoder(3)), points_per_side=2)
+        latent_space.decode_latent_grid(CountingDecoder(ca4.build_decoder(3)), points_per_side=2)
 
 
 def test_linear_grid_covers_the_extent():
-    points = ca4.latent_grid_points(15, extent=2.0)
+    points = latent_space.latent_grid_points(15, extent=2.0)
     assert points.shape == (225, 2) and points.dtype == np.float32
     corners = {(x, y) for x, y in np.round(points, 6).tolist() if abs(x) == 2 and abs(y) == 2}
     assert corners == {(-2.0, -2.0), (-2.0, 2.0), (2.0, -2.0), (2.0, 2.0)}
@@ -362,7 +363,7 @@ def test_linear_grid_covers_the_extent():
 
 
 def test_gaussian_grid_is_symmetric():
-    points = ca4.latent_grid_points(7, spacing="gaussian")
+    points = latent_space.latent_grid_points(7, spacing="gaussian")
     axis = np.unique(points[:, 0])
     assert len(axis) == 7
     np.testing.assert_allclose(axis, -axis[::-1], atol=1e-6)

@@ -19,15 +19,16 @@ import numpy as np
 import pytest
 
 import ca4_helpers as ca4
+from ca4lib import explorer, progress, report, settings
 from tools import build as build_tools
 
-NOTEBOOK = ca4.PROJECT_DIR / "ca4.ipynb"
-# Every figure goes through ca4.show_figure, once per call (never in a loop): count the calls.
-EXPECTED_FIGURES = sum(cell.source.count("ca4.show_figure(")
+NOTEBOOK = settings.PROJECT_DIR / "ca4.ipynb"
+# Every figure goes through figures.show_figure, once per call (never in a loop): count the calls.
+EXPECTED_FIGURES = sum(cell.source.count("figures.show_figure(")
                        for cell in nbformat.read(NOTEBOOK, as_version=4).cells
                        if cell.cell_type == "code")
 # Characters of code that fit one line of the PDF (measured with the report's template: 87
-# in a code cell's box, 88 in an output such as ca4.show_source's), less a margin for cells.
+# in a code cell's box, 88 in an output such as report.show_source's), less a margin for cells.
 CODE_WIDTH = 86
 SOURCE_WIDTH = 88
 # nbconvert breaks printed output at 80 characters (without a mark).
@@ -59,7 +60,7 @@ def test_committed_notebook_is_clean_and_parameterised() -> None:
 
 
 def shown_objects(notebook: nbformat.NotebookNode) -> list[str]:
-    """Names of the ca4 objects whose source the notebook prints with ca4.show_source."""
+    """Names of the ca4 objects whose source the notebook prints with report.show_source."""
     names = []
     for cell in notebook.cells:
         if cell.cell_type != "code":
@@ -124,9 +125,9 @@ def test_terminal_shows_sections_and_progress(executed) -> None:
     lines = terminal.splitlines()
     assert any(line.endswith("Task 1: A convolutional autoencoder > Training")
                for line in lines), terminal[:1000]
-    epoch_lines = [line for line in lines if ca4.EPOCH_LINE.match(line)]
+    epoch_lines = [line for line in lines if progress.EPOCH_LINE.match(line)]
     parameters = notebook_parameters()
-    profile = ca4.get_profile("fast")
+    profile = settings.get_profile("fast")
     assert len(epoch_lines) == profile.planned_epochs(
         len(parameters["LATENT_SIZES"]), len(parameters["KL_WEIGHTS"]),
         len(parameters["Q1_SEEDS"]))
@@ -139,7 +140,7 @@ def test_printed_lines_fit_the_pdf(executed) -> None:
     text = "".join(o.get("text", "") for o in outputs_of(notebook)
                    if o.get("output_type") == "stream")
     long = [line for line in text.splitlines()
-            if len(line) > OUTPUT_WIDTH and not ca4.EPOCH_LINE.match(line)]
+            if len(line) > OUTPUT_WIDTH and not progress.EPOCH_LINE.match(line)]
     assert not long, long
 
 
@@ -154,10 +155,10 @@ def test_notebook_draws_every_figure(executed) -> None:
 
 def test_explorer_is_a_one_line_note_outside_jupyterlab(executed) -> None:
     notebook, _, _ = executed
-    (cell,) = [c for c in notebook.cells if "ca4.latent_explorer(" in c.source]
+    (cell,) = [c for c in notebook.cells if "explorer.latent_explorer(" in c.source]
     (output,) = cell.outputs
     assert output.output_type == "display_data"
-    assert output.data["text/plain"] == ca4.EXPLORER_NOTE
+    assert output.data["text/plain"] == explorer.EXPLORER_NOTE
     assert "application/vnd.jupyter.widget-view+json" in output.data
     assert not [mime for mime in output.data if mime.startswith("image/")]
 
@@ -213,10 +214,10 @@ def test_notebook_writes_metrics_for_every_section(executed, mnist_raw) -> None:
 
     metrics = json.loads(text, parse_constant=refuse)
     parameters = notebook_parameters()
-    profile = ca4.get_profile("fast")
+    profile = settings.get_profile("fast")
     assert metrics["profile"] == "fast" and metrics["seed"] == parameters["SEED"]
     assert set(metrics["versions"]) >= {"tensorflow", "keras", "numpy", "python"}
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ca4.PROJECT_DIR,
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=settings.PROJECT_DIR,
                           capture_output=True, text=True).stdout.strip()
     assert metrics["commit"].startswith(head or "unknown")
     written = datetime.datetime.fromisoformat(metrics["date"])
@@ -310,14 +311,14 @@ def test_pdf_export_holds_the_report(executed, tmp_path: Path) -> None:
                                 capture_output=True, text=True).stdout
     flat_first = re.sub(r"\s+", " ", first_page).strip()
     assert flat_first.startswith("Smoke run (profile fast): not the assignment.")
-    assert flat_first.index(ca4.TITLE) < flat_first.index("PROFILE = ")
+    assert flat_first.index(report.TITLE) < flat_first.index("PROFILE = ")
     assert "Group not set" in flat_first and "Members not set" in flat_first
     # The explorer's place in the PDF: its one-line note, no widget.
-    assert ca4.EXPLORER_NOTE in flat.replace("- ", "-"), "the explorer's note is not in the PDF"
+    assert explorer.EXPLORER_NOTE in flat.replace("- ", "-"), "the explorer's note is not in the PDF"
     # Discussion cells are tagged hide-input: their answers are in the PDF, their code is not.
     assert "display(Markdown(f'''" not in text
     assert "↪" not in text, "a code line was wrapped in the PDF"
-    assert not [line for line in text.splitlines() if ca4.EPOCH_LINE.match(line)]
+    assert not [line for line in text.splitlines() if progress.EPOCH_LINE.match(line)]
     assert not re.search(r"-[0-9a-f]{16}(\.partial)?\.npz", text), \
         "cache file names leaked into the report"
     # Every figure is printed at no more than about 150 pixels per inch.

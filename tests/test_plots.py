@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from scipy.stats import norm
 
 import ca4_helpers as ca4
+from ca4lib import figures, latent_space, measures, progress, report
 
 # conftest.py sets MPLBACKEND=Agg before matplotlib is imported (no display needed) and
 # closes every figure after each test.
@@ -72,7 +73,7 @@ def test_plot_image_rows_with_three_rows(mnist_small):
     images = mnist_small["validation_images"][:4]
     noisy = ca4.add_gaussian_noise(images, 0.3)
     rows = {"Clean": images, "Noisy": noisy, "Denoised": images[::-1]}
-    figure = ca4.plot_image_rows(rows, "Denoising")
+    figure = figures.plot_image_rows(rows, "Denoising")
     assert isinstance(figure, matplotlib.figure.Figure)
     axes = image_axes(figure)
     assert len(axes) == 12
@@ -84,14 +85,14 @@ def test_plot_image_rows_with_three_rows(mnist_small):
     np.testing.assert_array_equal(axes[4].images[0].get_array(), noisy[0, ..., 0])
     np.testing.assert_array_equal(axes[11].images[0].get_array(), images[0, ..., 0])
     assert all(axis.get_xticks().size == 0 and axis.get_yticks().size == 0 for axis in axes)
-    assert figure.get_figwidth() == pytest.approx(ca4.PRINT_WIDTH)
+    assert figure.get_figwidth() == pytest.approx(figures.PRINT_WIDTH)
 
 
 def test_plot_image_rows_column_labels_title_the_first_row(mnist_small):
     originals = mnist_small["validation_images"][:6]
     labels = [f"digit {d}" for d in mnist_small["validation_labels"][:6]]
     rows = {"Original": originals, "Reconstruction": originals[::-1]}
-    figure = ca4.plot_image_rows(rows, "Check", column_labels=labels)
+    figure = figures.plot_image_rows(rows, "Check", column_labels=labels)
     axes = image_axes(figure)
     assert len(axes) == 12 and {geometry(axis)[:2] for axis in axes} == {(2, 6)}
     assert [axis.get_title() for axis in axes[:6]] == labels
@@ -100,20 +101,20 @@ def test_plot_image_rows_column_labels_title_the_first_row(mnist_small):
     np.testing.assert_array_equal(axes[6].images[0].get_array(), originals[5, ..., 0])
     # Ink on paper: 0 is white, 1 is black, whatever the images' own range.
     image = axes[0].images[0]
-    assert image.get_cmap().name == ca4.INK
+    assert image.get_cmap().name == figures.INK
     assert image.get_clim() == (0.0, 1.0)
 
 
 def test_plot_image_rows_rejects_ragged_rows(mnist_small):
     images = mnist_small["validation_images"]
     with pytest.raises(ValueError, match="same number of images"):
-        ca4.plot_image_rows({"a": images[:3], "b": images[:4]}, "ragged")
+        figures.plot_image_rows({"a": images[:3], "b": images[:4]}, "ragged")
 
 
 def test_plot_image_sheets_layout():
     rng = np.random.default_rng(0)
     sheets = {name: rng.uniform(size=(56, 84)) for name in ("first", "second", "third")}
-    figure = ca4.plot_image_sheets(sheets, "Samples")
+    figure = figures.plot_image_sheets(sheets, "Samples")
     assert len(figure.axes) == 4  # two columns by default: 2 x 2, the last one hidden
     assert [geometry(axis) for axis in figure.axes] == [(2, 2, i) for i in range(4)]
     assert [axis.get_visible() for axis in figure.axes] == [True, True, True, False]
@@ -122,7 +123,7 @@ def test_plot_image_sheets_layout():
         assert not axis.axison
         np.testing.assert_array_equal(axis.images[0].get_array(), sheet)
     assert figure.get_suptitle() == "Samples"
-    one_row = ca4.plot_image_sheets(sheets, "Samples", columns=3)
+    one_row = figures.plot_image_sheets(sheets, "Samples", columns=3)
     assert [geometry(axis) for axis in one_row.axes] == [(1, 3, i) for i in range(3)]
 
 
@@ -138,7 +139,7 @@ def test_plot_loss_curves():
         "latent 10": {"loss": [0.25, 0.12, 0.1], "val_loss": [0.26, 0.13, 0.11],
                       "kl_loss": [4.0, 3.0, 2.5], "val_kl_loss": [4.1, 3.1, 2.6]},
     }
-    figure = ca4.plot_loss_curves(histories, metrics=("loss", "kl_loss"), title="Curves",
+    figure = figures.plot_loss_curves(histories, metrics=("loss", "kl_loss"), title="Curves",
                                   ylabels={"loss": "BCE per pixel"})
     axes = figure.axes
     assert len(axes) == 2
@@ -164,7 +165,7 @@ def test_plot_loss_curves():
 
 def test_plot_loss_curves_needs_validation_values():
     with pytest.raises(ValueError, match="val_loss"):
-        ca4.plot_loss_curves({"run": {"loss": [1.0]}})
+        figures.plot_loss_curves({"run": {"loss": [1.0]}})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def orthogonal_codes(spreads: Sequence[float]) -> np.ndarray:
 
 def test_pca_2d_of_codes_with_known_variances():
     codes = orthogonal_codes([1.0, 3.0, 2.0])  # variances 1, 9, 4 (total 14)
-    points, ratios = ca4.pca_2d(codes)
+    points, ratios = measures.pca_2d(codes)
     np.testing.assert_allclose(ratios, [9 / 14, 4 / 14])
     # The first component is the second column (spread 3), the second the third, up to sign.
     for component, column in ((0, 1), (1, 2)):
@@ -198,7 +199,7 @@ def test_pca_2d_of_a_plane_explains_everything():
     rng = np.random.default_rng(1)
     basis = rng.normal(size=(2, 6))
     codes = rng.normal(size=(100, 2)) @ basis
-    _, ratios = ca4.pca_2d(codes)
+    _, ratios = measures.pca_2d(codes)
     assert ratios.sum() == pytest.approx(1.0)
 
 
@@ -206,7 +207,7 @@ def test_scatter_latent_codes_colours_each_digit():
     points = np.array([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5], [3.0, 3.0]])
     labels = np.array([3, 0, 3, 9])
     figure, axis = plt.subplots()
-    ca4.scatter_latent_codes(points, labels, axis, "x label", "y label", "codes")
+    figures.scatter_latent_codes(points, labels, axis, "x label", "y label", "codes")
     (collection,) = axis.collections
     np.testing.assert_array_equal(collection.get_offsets(), points)
     colours = collection.get_facecolors()[:, :3]
@@ -218,7 +219,7 @@ def test_scatter_latent_codes_colours_each_digit():
 def test_plot_latent_pca():
     codes = orthogonal_codes([1.0, 3.0, 2.0])
     labels = np.arange(8) % 10
-    figure = ca4.plot_latent_pca(codes, labels, title="PCA")
+    figure = figures.plot_latent_pca(codes, labels, title="PCA")
     (axis,) = figure.axes
     assert axis.get_xlabel() == "PC 1 (64.3% of variance)"  # 9 / 14
     assert axis.get_ylabel() == "PC 2 (28.6% of variance)"  # 4 / 14
@@ -237,7 +238,7 @@ def test_plot_latent_means_shared_axes_region_and_one_legend():
     labels = np.arange(40) % 10
     runs = {"kl 0.1": spread_means(40, 6.0, 1.0), "kl 1": spread_means(40, 1.5, 1.5),
             "kl 5": spread_means(40, 0.3, 0.2)}
-    figure = ca4.plot_latent_means(runs, labels, extent=2.5, columns=3)
+    figure = figures.plot_latent_means(runs, labels, extent=2.5, columns=3)
     axes = figure.axes
     assert [geometry(axis) for axis in axes] == [(1, 3, i) for i in range(3)]
     assert [axis.get_title() for axis in axes] == list(runs)
@@ -261,7 +262,7 @@ def test_plot_latent_means_shared_axes_region_and_one_legend():
 def test_plot_latent_means_wraps_runs_into_rows():
     labels = np.arange(20) % 10
     runs = {f"run {i}": spread_means(20, 1.0 + i, 1.0) for i in range(4)}
-    figure = ca4.plot_latent_means(runs, labels, columns=3)
+    figure = figures.plot_latent_means(runs, labels, columns=3)
     assert [geometry(axis) for axis in figure.axes] == [(2, 3, i) for i in range(6)]
     assert [axis.get_visible() for axis in figure.axes] == [True] * 4 + [False] * 2
     assert_digit_legend(figure)
@@ -281,7 +282,7 @@ def test_plot_latent_grids_layout_ticks_and_orientation():
     ca4.set_seed(0)
     decoders = {"kl 0.1": ca4.build_decoder(2), "kl 1": ca4.build_decoder(2),
                 "kl 5": ca4.build_decoder(2)}
-    figure = ca4.plot_latent_grids(decoders, points_per_side=5, title="Grids")
+    figure = figures.plot_latent_grids(decoders, points_per_side=5, title="Grids")
     assert [geometry(axis) for axis in figure.axes] == [(2, 2, i) for i in range(4)]
     assert [axis.get_visible() for axis in figure.axes] == [True, True, True, False]
     assert [axis.get_title() for axis in visible_axes(figure)] == list(decoders)
@@ -307,7 +308,7 @@ def test_plot_latent_grids_layout_ticks_and_orientation():
 
 def test_plot_latent_grids_ticks_sit_at_round_values():
     ca4.set_seed(0)
-    figure = ca4.plot_latent_grids({"vae": ca4.build_decoder(2)}, points_per_side=15,
+    figure = figures.plot_latent_grids({"vae": ca4.build_decoder(2)}, points_per_side=15,
                                    extent=2.0, columns=2)
     (axis,) = figure.axes
     values = np.linspace(-2.0, 2.0, 15)
@@ -322,7 +323,7 @@ def test_plot_latent_grids_ticks_sit_at_round_values():
 
 def test_plot_latent_grids_gaussian_ticks_follow_the_quantiles():
     ca4.set_seed(0)
-    figure = ca4.plot_latent_grids({"vae": ca4.build_decoder(2)}, points_per_side=15,
+    figure = figures.plot_latent_grids({"vae": ca4.build_decoder(2)}, points_per_side=15,
                                    spacing="gaussian")
     (axis,) = figure.axes
     positions, labels = tick_values(axis, "x")
@@ -343,7 +344,7 @@ def test_plot_codes_beside_grids_layout_region_and_grid():
     labels = np.arange(101) % 10
     models = {"autoencoder": (codes, decoders["autoencoder"]),
               "vae": (codes / 100.0, decoders["vae"])}
-    figure = ca4.plot_codes_beside_grids(models, labels, points_per_side=5, title="Beside")
+    figure = figures.plot_codes_beside_grids(models, labels, points_per_side=5, title="Beside")
     axes = figure.axes
     assert [geometry(axis) for axis in axes] == [(2, 2, i) for i in range(4)]
     assert [axis.get_title() for axis in axes] == [
@@ -398,33 +399,33 @@ def figure_for(helper: str) -> matplotlib.figure.Figure:
         rows = {f"{model} {a} to {b}": images for model in ("autoencoder", "VAE")
                 for a, b in ((1, 7), (4, 9), (3, 8))}
         rows["Reconstruction"] = images
-        return ca4.plot_image_rows(rows, "Decoded straight paths between two test digits",
+        return figures.plot_image_rows(rows, "Decoded straight paths between two test digits",
                                    digit_labels)
     if helper == "plot_loss_curves":
-        return ca4.plot_loss_curves(
+        return figures.plot_loss_curves(
             {f"KL weight {w}": history for w in weights},
             metrics=("reconstruction_loss", "kl_loss"),
             ylabels={"reconstruction_loss": "summed BCE per image", "kl_loss": "KL per image"},
             title="VAE loss terms per epoch (validation on the test set)")
     if helper == "plot_latent_pca":
-        return ca4.plot_latent_pca(rng.normal(size=(60, 10)), labels,
+        return figures.plot_latent_pca(rng.normal(size=(60, 10)), labels,
                                    title="PCA of the 10-D latent codes of the test set")
     if helper == "plot_latent_means":
         means = {f"KL weight {w}": rng.normal(size=(60, 2)) * s for w, s in zip(weights, (4, 1, 0.3))}
-        return ca4.plot_latent_means(means, labels, title="z_mean of the test images, by digit")
+        return figures.plot_latent_means(means, labels, title="z_mean of the test images, by digit")
     if helper == "plot_image_sheets":
         names = [f"VAE KL weight {w}" for w in weights] + ["autoencoder latent 2 (fitted Gaussian)"]
-        sheets = {name: ca4.tile_images(rng.uniform(size=(100, 28, 28)), 10) for name in names}
-        return ca4.plot_image_sheets(sheets, "The first 100 generated digits of each model")
+        sheets = {name: latent_space.tile_images(rng.uniform(size=(100, 28, 28)), 10) for name in names}
+        return figures.plot_image_sheets(sheets, "The first 100 generated digits of each model")
     ca4.set_seed(0)
     decoder = ca4.build_decoder(2)
     if helper == "plot_latent_grids":
-        return ca4.plot_latent_grids({f"KL weight {w}": decoder for w in weights}, 15, 2.0,
+        return figures.plot_latent_grids({f"KL weight {w}": decoder for w in weights}, 15, 2.0,
                                      title="Decoded 15x15 grid over [-2, 2]²")
     if helper == "plot_codes_beside_grids":
         models = {"autoencoder latent 2": (rng.normal(size=(60, 2)) * 20, decoder),
                   "VAE KL weight 1": (rng.normal(size=(60, 2)), decoder)}
-        return ca4.plot_codes_beside_grids(models, labels, 15, title="Test codes by digit and "
+        return figures.plot_codes_beside_grids(models, labels, 15, title="Test codes by digit and "
                                            "the decoder over their span")
     raise AssertionError(helper)
 
@@ -440,13 +441,13 @@ def test_figure_text_prints_at_6_points_or_more(helper):
     The inline backend saves figures with bbox_inches="tight"; nbconvert prints an image at
     its natural size, but at most PRINT_WIDTH (0.9 x the 6.5 in text width) wide.
     """
-    with matplotlib.rc_context(ca4.REPORT_STYLE):
+    with matplotlib.rc_context(figures.REPORT_STYLE):
         figure = figure_for(helper)
         canvas = FigureCanvasAgg(figure)
         canvas.draw()
         width = figure.get_tightbbox(canvas.get_renderer()).width
     assert width > 0
-    scale = min(1.0, ca4.PRINT_WIDTH / width)
+    scale = min(1.0, figures.PRINT_WIDTH / width)
     texts = [text for text in figure.findobj(matplotlib.text.Text)
              if text.get_text() and text.get_visible()]
     titles = {figure.get_suptitle(), *(axis.get_title() for axis in figure.axes)} - {""}
@@ -456,8 +457,8 @@ def test_figure_text_prints_at_6_points_or_more(helper):
     assert printed >= SMALLEST_PRINTED_POINTS, (
         f"{helper}: {width:.2f} in wide prints at {scale:.0%}, so {smallest.get_text()!r} "
         f"({smallest.get_fontsize():g} pt) prints at {printed:.1f} pt")
-    assert figure.dpi == ca4.REPORT_STYLE["figure.dpi"]
-    ppi = width * figure.dpi / min(width, ca4.PRINT_WIDTH)
+    assert figure.dpi == figures.REPORT_STYLE["figure.dpi"]
+    ppi = width * figure.dpi / min(width, figures.PRINT_WIDTH)
     assert ppi <= MOST_PRINTED_PPI, f"{helper}: {ppi:.0f} pixels per inch when printed"
 
 
@@ -469,7 +470,7 @@ def test_figure_text_prints_at_6_points_or_more(helper):
 def test_markdown_table():
     rows = [{"name": "ae", "loss": 0.123456, "parameters": 1234567},
             {"name": "vae", "loss": 2.5, "parameters": 12}]
-    table = ca4.markdown_table(rows, {"name": "Model", "loss": "Loss|.3f",
+    table = report.markdown_table(rows, {"name": "Model", "loss": "Loss|.3f",
                                       "parameters": "Parameters|,"})
     # The dashes under a header are as many as the column's widest entry (at least 3).
     assert table.splitlines() == [
@@ -483,7 +484,7 @@ def test_markdown_table():
 def test_summary_markdown_lists_the_layers():
     ca4.set_seed(0)
     model = ca4.build_autoencoder(2)
-    text = ca4.summary_markdown(model.encoder, model.decoder)
+    text = report.summary_markdown(model.encoder, model.decoder)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "Layer" not in line]
     # (type, output shape, parameters), counted by hand: a 3x3 convolution from c to k
     # channels has 9ck + k parameters, a dense layer from n to m has nm + m.
@@ -513,7 +514,7 @@ def test_summary_markdown_lists_the_layers():
 
 
 def test_show_source_joins_the_sources_as_python():
-    code = ca4.show_source(ca4.tile_images, ca4.RunProgress)
+    code = report.show_source(latent_space.tile_images, progress.RunProgress)
     assert code.language == "python"
     assert code.data.startswith("def tile_images(images: np.ndarray, columns: int) -> np.ndarray:")
     assert "\n\nclass RunProgress:\n" in code.data

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import ca4_helpers as ca4
+from ca4lib import checkpoints, inference, storage, vae_analyses
 
 EPOCHS = 4
 BATCH_SIZE = 64
@@ -119,7 +120,7 @@ def test_history_has_loss_and_val_loss_per_epoch(baseline):
 def test_val_loss_is_the_loss_of_the_trained_model(baseline, mnist_small):
     # Recomputed outside Keras' metrics: the mean pixel BCE of the final model's predictions.
     images = mnist_small["validation_images"]
-    p = np.clip(ca4.predict(baseline.model, images), np.float32(1e-7), np.float32(1 - 1e-7))
+    p = np.clip(inference.predict(baseline.model, images), np.float32(1e-7), np.float32(1 - 1e-7))
     p, t = p.astype(np.float64), images.astype(np.float64)
     expected = float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))
     assert baseline.final("val_loss") == pytest.approx(expected, rel=1e-4)
@@ -147,7 +148,7 @@ def test_classifier_trains_on_digit_labels(mnist_small, cache_dir, monkeypatch):
     assert result.history["loss"][-1] < result.history["loss"][0]
     # The validation metrics are those of the final model on the validation labels.
     labels = mnist_small["validation_labels"]
-    probabilities = np.asarray(ca4.predict(result.model, mnist_small["validation_images"]))
+    probabilities = np.asarray(inference.predict(result.model, mnist_small["validation_images"]))
     accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
     assert result.final("val_accuracy") == pytest.approx(accuracy, abs=1e-6)
     assert accuracy > 0.2  # above the 0.1 of guessing
@@ -367,7 +368,7 @@ def test_cache_files_are_readable_like_other_outputs(mnist_small, cache_dir):
         data = {"train_images": mnist_small["train_images"][:64],
                 "validation_images": mnist_small["validation_images"][:32]}
         result = train(data, cache_dir, name="permissions", epochs=1)
-        written = ca4.write_json_atomic(cache_dir / "metrics.json", {"a": 1})
+        written = storage.write_json_atomic(cache_dir / "metrics.json", {"a": 1})
     finally:
         os.umask(previous)
     for path in (result.cache_path, written):
@@ -440,7 +441,7 @@ def test_nan_input_is_rejected_before_training(where, mnist_small, cache_dir):
 def test_diverging_run_raises(mnist_small, cache_dir):
     data = {"train_images": mnist_small["train_images"][:128],
             "validation_images": mnist_small["validation_images"][:32]}
-    with pytest.raises(ca4.TrainingDivergedError, match="diverging") as caught:
+    with pytest.raises(checkpoints.TrainingDivergedError, match="diverging") as caught:
         train(data, cache_dir, name="diverging", epochs=1, learning_rate=1e30)
     message = str(caught.value)
     assert "epoch 1 of 1" in message
@@ -456,7 +457,7 @@ def test_interrupted_run_resumes(kind, mnist_small, cache_dir, request):
     baseline = request.getfixturevalue("baseline" if kind == "ae" else "vae_baseline")
     checkpoint = cache_dir / checkpoint_of(baseline.cache_path).name
 
-    # Interrupt after epoch 2's checkpoint is written. Not by patching ca4.save_training_state:
+    # Interrupt after epoch 2's checkpoint is written. Not by patching checkpoints.save_training_state:
     # a stand-in defined here is not part of the module's code, so the run would get another
     # training key (and checkpoint file) than the resumed one. ProgressLog reports each epoch
     # after EpochCheckpoint has saved it, and ProgressLog is not in the key.
@@ -538,7 +539,7 @@ def kl_sweep(mnist_small, tmp_path_factory):
                                    seed=0, cache_dir=cache_dir, log=None)
     terms = {weight: ca4.vae_test_terms(result.model, validation_images)
              for weight, result in results.items()}
-    rows = ca4.vae_sweep_rows(terms, {weight: r.epochs for weight, r in results.items()})
+    rows = vae_analyses.vae_sweep_rows(terms, {weight: r.epochs for weight, r in results.items()})
     expected = [numpy_vae_terms(result.model, validation_images) for result in results.values()]
     return {"results": results, "rows": rows, "terms": terms, "expected": expected,
             "cache_dir": cache_dir}
@@ -562,7 +563,7 @@ def test_kl_sweep(kl_sweep, mnist_small):
         # Active by Burda et al.'s definition: the mean code moves with the image.
         z_mean = np.asarray(result.model.encoder.predict(images, verbose=0)[0], np.float64)
         assert row["active_dimensions"] == int(np.sum(z_mean.var(axis=0)
-                                                      > ca4.ACTIVE_VARIANCE))
+                                                      > vae_analyses.ACTIVE_VARIANCE))
 
 
 def test_kl_sweep_validation_terms_are_those_of_the_final_models(kl_sweep):

@@ -13,6 +13,17 @@ import pytest
 from scipy import integrate, stats
 
 import ca4_helpers as ca4
+from ca4lib import (
+    estimates,
+    figures,
+    generation,
+    inference,
+    latent_space,
+    likelihood,
+    measures,
+    settings,
+    vae_analyses,
+)
 
 EPSILON = np.float32(1e-7)  # Keras' clipping of probabilities
 LOG_ROOT_2PI = 0.5 * math.log(2 * math.pi)
@@ -70,7 +81,7 @@ def test_bernoulli_log_likelihood_of_one_output_per_image_against_numpy():
     probabilities = uniform_images(4, seed=1)
     probabilities[1, :3] = 0.0  # clipped to 1e-7
     probabilities[2, :3] = 1.0
-    found = ca4.bernoulli_log_likelihood(images, probabilities)
+    found = vae_analyses.bernoulli_log_likelihood(images, probabilities)
     assert found.shape == (4,)
     np.testing.assert_allclose(found, numpy_log_likelihood(images, probabilities)[:, 0],
                                rtol=1e-5)
@@ -79,30 +90,30 @@ def test_bernoulli_log_likelihood_of_one_output_per_image_against_numpy():
 def test_bernoulli_log_likelihood_of_several_outputs_per_image_against_numpy():
     images = uniform_images(3)
     probabilities = np.random.default_rng(2).uniform(size=(3, 5, 28, 28, 1)).astype(np.float32)
-    found = ca4.bernoulli_log_likelihood(images, probabilities)
+    found = vae_analyses.bernoulli_log_likelihood(images, probabilities)
     assert found.shape == (3, 5)
     np.testing.assert_allclose(found, numpy_log_likelihood(images, probabilities), rtol=1e-5)
     # Sample k of image i is scored against image i, not another.
-    single = ca4.bernoulli_log_likelihood(images[1:2], probabilities[1:2, 3])
+    single = vae_analyses.bernoulli_log_likelihood(images[1:2], probabilities[1:2, 3])
     assert single[0] == pytest.approx(found[1, 3], rel=1e-6)
 
 
 def test_pixel_entropy_floor_of_binary_images_is_about_zero():
     images = np.round(uniform_images(3))
     # Clipping keeps each pixel's term at -log(1 - 1e-7): 784 x 1e-7 nats in all.
-    np.testing.assert_allclose(ca4.pixel_entropy_floor(images), 0.0, atol=1e-3)
+    np.testing.assert_allclose(vae_analyses.pixel_entropy_floor(images), 0.0, atol=1e-3)
 
 
 def test_pixel_entropy_floor_of_half_grey_images_is_784_ln_2():
     images = np.full((2, 28, 28, 1), 0.5, np.float32)
-    np.testing.assert_allclose(ca4.pixel_entropy_floor(images), 784 * math.log(2), rtol=1e-5)
+    np.testing.assert_allclose(vae_analyses.pixel_entropy_floor(images), 784 * math.log(2), rtol=1e-5)
 
 
 def test_aggregate_posterior_variance_against_a_monte_carlo_sample():
     rng = np.random.default_rng(0)
     z_mean = np.stack([rng.normal(1.0, 2.0, 300), rng.normal(0.0, 0.1, 300)], axis=1)
     z_log_var = np.stack([rng.uniform(-3, 0, 300), rng.uniform(-1, 1, 300)], axis=1)
-    found = ca4.aggregate_posterior_variance(z_mean, z_log_var)
+    found = vae_analyses.aggregate_posterior_variance(z_mean, z_log_var)
     # Draw from q(z) = the mixture over images of q(z|x): pick an image, then sample its posterior.
     picks = rng.integers(0, 300, 400_000)
     samples = z_mean[picks] + np.exp(0.5 * z_log_var[picks]) * rng.standard_normal((400_000, 2))
@@ -173,19 +184,19 @@ def decoder_ignoring_z():
 
 def test_importance_sampling_is_exact_when_q_is_the_posterior(decoder_ignoring_z):
     model, images, exact = decoder_ignoring_z
-    found = ca4.importance_log_likelihood(model, images, samples=64, seed=0)
+    found = likelihood.importance_log_likelihood(model, images, samples=64, seed=0)
     # Every importance weight is p(x|z) p(z) / q(z) = p(x): no Monte Carlo error; the float32
     # sum over 784 pixels of terms near -0.7 rounds at about 1e-4.
     np.testing.assert_allclose(found["log_likelihood"], exact, rtol=0, atol=2e-3)
     np.testing.assert_allclose(found["elbo"], exact, rtol=0, atol=2e-3)  # no variational gap
-    other = ca4.importance_log_likelihood(model, images, samples=8, seed=1, images_per_call=2)
+    other = likelihood.importance_log_likelihood(model, images, samples=8, seed=1, images_per_call=2)
     np.testing.assert_allclose(other["log_likelihood"], found["log_likelihood"], atol=1e-9)
 
 
 def test_quadrature_is_exact_when_the_decoder_ignores_z(decoder_ignoring_z):
     model, images, exact = decoder_ignoring_z
     zeros = np.zeros((3, 2))
-    found = ca4.quadrature_log_likelihood(model.decoder, images, zeros, zeros, points_per_side=32)
+    found = likelihood.quadrature_log_likelihood(model.decoder, images, zeros, zeros, points_per_side=32)
     # The grid holds all but 1e-6 of the prior's mass: [-5, 5]^2 for sigma 1.
     np.testing.assert_allclose(found["log_likelihood"], exact, rtol=0, atol=1e-4)
     assert found["extent"] == 5.0
@@ -243,7 +254,7 @@ def test_quadrature_matches_the_exact_integral(one_dimensional_model):
     model = one_dimensional_model
     z_mean = np.stack([model["posterior"][:, 0], np.zeros(2)], axis=1)
     z_log_var = np.stack([np.log(model["posterior"][:, 1]), np.zeros(2)], axis=1)
-    found = ca4.quadrature_log_likelihood(model["decoder"], model["images"], z_mean, z_log_var,
+    found = likelihood.quadrature_log_likelihood(model["decoder"], model["images"], z_mean, z_log_var,
                                           points_per_side=64)
     assert found["extent"] == 5.0  # the prior in z[1] needs 5 of its sigmas
     np.testing.assert_allclose(found["log_likelihood"], model["exact"], rtol=0, atol=1e-3)
@@ -256,12 +267,12 @@ def test_quadrature_is_unresolved_where_the_step_exceeds_the_posterior_sigma(
     sigma = np.sqrt(model["posterior"][:, 1])
     z_mean = np.stack([model["posterior"][:, 0], np.zeros(2)], axis=1)
     z_log_var = np.stack([np.log(model["posterior"][:, 1]), np.zeros(2)], axis=1)
-    coarse = ca4.quadrature_log_likelihood(model["decoder"], model["images"], z_mean, z_log_var,
+    coarse = likelihood.quadrature_log_likelihood(model["decoder"], model["images"], z_mean, z_log_var,
                                            points_per_side=8, extent=4.0)
     assert coarse["step"] == 1.0 and np.all(sigma < coarse["step"])
     assert coarse["resolved"].tolist() == [False, False]
     # Resolved in step, but the grid does not hold the posteriors (or the prior in z[1]).
-    narrow = ca4.quadrature_log_likelihood(model["decoder"], model["images"], z_mean, z_log_var,
+    narrow = likelihood.quadrature_log_likelihood(model["decoder"], model["images"], z_mean, z_log_var,
                                            points_per_side=64, extent=1.0)
     assert np.all(sigma >= narrow["step"])
     assert narrow["resolved"].tolist() == [False, False]
@@ -293,11 +304,11 @@ def test_importance_sampling_matches_the_exact_integral(one_dimensional_model):
     z_mean = np.stack([posterior[:, 0], np.zeros(2)], axis=1)
     z_log_var = np.stack([np.log(posterior[:, 1]), np.zeros(2)], axis=1)
     vae = ca4.VariationalAutoencoder(fitted_encoder(images, z_mean, z_log_var), model["decoder"])
-    mean, log_var = ca4.vae_encode(vae, images)
+    mean, log_var = vae_analyses.vae_encode(vae, images)
     np.testing.assert_allclose(mean, z_mean, atol=1e-4)
     np.testing.assert_allclose(log_var, z_log_var, atol=1e-4)
     samples = 2000
-    found = ca4.importance_log_likelihood(vae, images, samples=samples, seed=0)
+    found = likelihood.importance_log_likelihood(vae, images, samples=samples, seed=0)
     # The tolerance: with weights w = p(x, z) / q(z), the estimate log mean(w) has a standard
     # deviation of about sqrt(rho / K) and a bias of about -rho / (2 K), where
     # rho = Var_q(w) / E_q[w]^2 = integral of p(z0|x)^2 / q(z0) - 1 (z[1] cancels: there q is
@@ -347,7 +358,7 @@ def test_likelihood_row_of_constructed_estimates(shift, agreement):
     resolved = np.arange(200) % 4 != 0  # three images in four
     importance, quadrature, gap = likelihood_inputs(shift, 0.0, resolved)
     floor = np.linspace(80.0, 120.0, 300)  # longer than the images: its first 200 count
-    row = ca4.likelihood_row(importance, quadrature, floor)
+    row = likelihood.likelihood_row(importance, quadrature, floor)
     nll = -importance["log_likelihood"]
     assert row["test_log_likelihood"] == pytest.approx(-nll.mean())
     assert row["test_log_likelihood_se"] == pytest.approx(sd_over_root_n(nll))
@@ -369,7 +380,7 @@ def test_likelihood_row_of_constructed_estimates(shift, agreement):
 
 def test_likelihood_row_without_resolved_images_has_no_quadrature():
     importance, quadrature, _ = likelihood_inputs(0.0, 0.0, np.zeros(200, bool))
-    row = ca4.likelihood_row(importance, quadrature, np.full(200, 90.0))
+    row = likelihood.likelihood_row(importance, quadrature, np.full(200, 90.0))
     assert row["resolved_share"] == 0.0
     assert not {"quadrature_log_likelihood", "quadrature_minus_importance",
                 "agreement"} & set(row)
@@ -380,7 +391,7 @@ def test_likelihood_row_without_resolved_images_has_no_quadrature():
     (-0.5, 0.02, "beyond"), (0.09, 0.05, "unclear"), (0.5, 2.0, "unclear")])
 def test_agreement_judges_the_interval_not_the_mean(value, se, expected):
     # 1,000 images: the 95 % interval is about +-1.96 SE around the mean difference.
-    assert ca4.agreement_of(ca4.Estimate(value, se, 1000), tolerance=0.1) == expected
+    assert likelihood.agreement_of(estimates.Estimate(value, se, 1000), tolerance=0.1) == expected
 
 
 def test_likelihood_rows_measure_each_against_the_best():
@@ -388,7 +399,7 @@ def test_likelihood_rows_measure_each_against_the_best():
     importance, quadrature = {}, {}
     for weight, offset in ((0.1, -5.0), (1.0, 0.0), (5.0, -20.0)):
         importance[weight], quadrature[weight], _ = likelihood_inputs(0.0, offset, resolved)
-    rows = ca4.likelihood_rows(importance, quadrature, np.full(200, 90.0))
+    rows = likelihood.likelihood_rows(importance, quadrature, np.full(200, 90.0))
     assert [row["kl_weight"] for row in rows] == [0.1, 1.0, 5.0]
     # The same per-image noise (seed 0) for every weight: the differences are the offsets.
     assert [row["nll_above_best"] for row in rows] == pytest.approx([5.0, 0.0, 20.0])
@@ -427,7 +438,7 @@ def test_vae_sweep_rows_of_constructed_terms():
     terms = sweep_terms()
     recognised = {w: np.random.default_rng(int(10 * w)).uniform(size=COUNT) < share
                   for w, share in ((0.1, 0.9), (1.0, 0.8), (5.0, 0.5))}
-    rows = ca4.vae_sweep_rows(terms, {0.1: 20, 1.0: 21, 5.0: 22}, recognised)
+    rows = vae_analyses.vae_sweep_rows(terms, {0.1: 20, 1.0: 21, 5.0: 22}, recognised)
     weights = [0.1, 1.0, 5.0]
     assert [row["kl_weight"] for row in rows] == weights
     assert [row["epochs"] for row in rows] == [20, 21, 22]
@@ -477,7 +488,7 @@ def test_vae_sweep_rows_of_constructed_terms():
 
 def test_vae_sweep_rows_prior_mismatch_standard_error_against_an_own_bootstrap():
     terms = sweep_terms(1)
-    rows = ca4.vae_sweep_rows(terms, dict.fromkeys(terms, 1))
+    rows = vae_analyses.vae_sweep_rows(terms, dict.fromkeys(terms, 1))
     rng = np.random.default_rng(123)
     draws = [rng.integers(0, COUNT, COUNT) for _ in range(2000)]
 
@@ -500,7 +511,7 @@ def test_vae_sweep_rows_of_constant_posteriors_have_an_exact_prior_mismatch():
                    "kl_per_dimension": closed_form_kl(z_mean, z_log_var),
                    "kl": closed_form_kl(z_mean, z_log_var).sum(axis=1), "z_mean": z_mean,
                    "z_log_var": z_log_var}}
-    (row,) = ca4.vae_sweep_rows(terms, {1.0: 3})
+    (row,) = vae_analyses.vae_sweep_rows(terms, {1.0: 3})
     assert row["aggregate_variance"] == pytest.approx([0.25, 1.0])
     assert row["prior_mismatch"] == pytest.approx(0.75)
     assert row["prior_mismatch_se"] == 0.0
@@ -539,7 +550,7 @@ def test_latent_space_rows_of_constructed_codes_and_decoders():
                    "z_mean": cluster_codes((labels + 1) % 10, 2)}}
     decoders = {1.0: linear_decoder(np.zeros(784), bias), 5.0: linear_decoder(w0, bias)}
     reference = {w: (cluster_codes(reference_labels, 3), reference_labels) for w in terms}
-    rows = ca4.latent_space_rows(terms, decoders, labels, reference, GRID_SIZE, GRID_EXTENT,
+    rows = latent_space.latent_space_rows(terms, decoders, labels, reference, GRID_SIZE, GRID_EXTENT,
                                  seed=0)
     prior, constant, spread = rows
     assert prior["model"] == "prior N(0, I)" and prior["kl_weight"] is None
@@ -585,7 +596,7 @@ def test_generation_row_of_an_uneven_set_of_digits():
     counts = np.array([30, 20, 10, 10, 10, 5, 5, 5, 3, 2])
     digits = np.repeat(np.arange(10), counts)
     confidences = np.where(np.arange(100) % 4 == 0, 0.5, 0.97)  # 25 unconfident
-    row = ca4.generation_row("uneven", digits, confidences, seed=1)
+    row = generation.generation_row("uneven", digits, confidences, seed=1)
     shares = counts / 100
     assert row["samples"] == row["n"] == 100
     assert row["digit_counts"] == counts.tolist()
@@ -598,7 +609,7 @@ def test_generation_row_of_an_uneven_set_of_digits():
 
 def test_generation_row_of_a_digit_that_is_never_read():
     digits = np.repeat(np.arange(9), 10)  # no 9
-    row = ca4.generation_row("no nines", digits, np.ones(90))
+    row = generation.generation_row("no nines", digits, np.ones(90))
     assert row["least_digit_share"] == 0.0
     assert row["digit_entropy"] == pytest.approx(math.log(9) / math.log(10))
 
@@ -610,7 +621,7 @@ def test_generation_row_of_a_digit_that_is_never_read():
 ])
 def test_generation_row_rejects_bad_input(digits, confidences, message):
     with pytest.raises(ValueError, match=message):
-        ca4.generation_row("bad", digits, confidences)
+        generation.generation_row("bad", digits, confidences)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,7 +634,7 @@ def test_decode_paths_run_from_one_mean_code_to_the_other():
     model = ca4.build_vae(2, kl_weight=1.0, seed=0)
     images = uniform_images(4, seed=3)
     pairs = np.array([[0, 3], [2, 1]])
-    paths = ca4.decode_paths(model, images, pairs, frames=5)
+    paths = generation.decode_paths(model, images, pairs, frames=5)
     assert paths.shape == (2, 5, 28, 28, 1)
     z_mean = np.asarray(model.encoder(images, training=False)[0])
 
@@ -635,7 +646,7 @@ def test_decode_paths_run_from_one_mean_code_to_the_other():
         np.testing.assert_allclose(path[-1], decode(z_mean[b]), atol=1e-5)
         np.testing.assert_allclose(path[2], decode((z_mean[a] + z_mean[b]) / 2), atol=1e-5)
     with pytest.raises(ValueError, match=r"pairs: expected an array of index pairs \(P, 2\)"):
-        ca4.decode_paths(model, images, np.array([0, 1, 2]))
+        generation.decode_paths(model, images, np.array([0, 1, 2]))
 
 
 def stamp_classifier() -> keras.Model:
@@ -679,13 +690,13 @@ def test_interpolation_rows_unclear_share_of_constructed_frames():
     paths = {"baseline": np.stack([np.stack(clear), np.stack(mixed)]),
              "vae": np.stack([np.stack(mixed), np.stack(mixed)])}
     ends = np.array([[2, 7], [7, 2]])
-    rows = ca4.interpolation_rows(paths, ends, stamp_classifier())
+    rows = generation.interpolation_rows(paths, ends, stamp_classifier())
     assert [row["model"] for row in rows] == ["baseline", "vae"]
     assert [row["frames"] for row in rows] == [6, 6]
     assert rows[0]["unclear"] == pytest.approx((0 + 0.75) / 2)
     assert rows[1]["unclear"] == pytest.approx(0.75)
     assert rows[1]["unclear_change"] == pytest.approx(0.75 / 2)
-    smoothness = {name: [ca4.path_smoothness(p) for p in path] for name, path in paths.items()}
+    smoothness = {name: [generation.path_smoothness(p) for p in path] for name, path in paths.items()}
     assert rows[0]["smoothness"] == pytest.approx(np.mean(smoothness["baseline"]))
     assert rows[1]["smoothness_change"] == pytest.approx(
         np.mean(np.subtract(smoothness["vae"], smoothness["baseline"])))
@@ -696,14 +707,14 @@ def test_interpolation_rows_with_a_classifier_that_always_reads_3():
     rng = np.random.default_rng(0)
     frames = rng.uniform(size=(4, 10, 28, 28, 1)).astype(np.float32)
     ends = np.array([[3, 5], [1, 3], [3, 3], [0, 9]])
-    rows = ca4.interpolation_rows({"model": frames, "other": frames[::-1].copy()}, ends,
+    rows = generation.interpolation_rows({"model": frames, "other": frames[::-1].copy()}, ends,
                                   constant_classifier(3))
     # Unclear per path: 0 where an end is a 3, 1 otherwise; the first model's mean is 1/4.
     assert rows[0]["unclear"] == pytest.approx(0.25)
     assert rows[0]["unclear_se"] == pytest.approx(0.25)  # sd of (0, 0, 0, 1) is 0.5, over 2
     assert rows[1]["unclear"] == pytest.approx(0.25)
     with pytest.raises(ValueError, match=r"ends: expected the two digits of each of 4 paths"):
-        ca4.interpolation_rows({"model": frames}, ends[:3], constant_classifier(3))
+        generation.interpolation_rows({"model": frames}, ends[:3], constant_classifier(3))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -746,8 +757,8 @@ def private_cache(tmp_path, monkeypatch):
 
 def test_cached_analysis_computes_once_then_loads(private_cache):
     values = np.arange(5.0)
-    first = ca4.cached_analysis(counted_analysis, values, scale=2.0)
-    second = ca4.cached_analysis(counted_analysis, values, scale=2.0)
+    first = inference.cached_analysis(counted_analysis, values, scale=2.0)
+    second = inference.cached_analysis(counted_analysis, values, scale=2.0)
     assert CALLS.count == 1
     assert first["total"] == second["total"] == 20.0
     assert isinstance(second["total"], float) and second["name"] == "sum"
@@ -757,50 +768,50 @@ def test_cached_analysis_computes_once_then_loads(private_cache):
 
 def test_cached_analysis_recomputes_for_other_arguments(private_cache):
     values = np.arange(5.0)
-    ca4.cached_analysis(counted_analysis, values, scale=2.0)
-    assert ca4.cached_analysis(counted_analysis, values, scale=3.0)["total"] == 30.0
-    assert ca4.cached_analysis(counted_analysis, values + 1, scale=2.0)["total"] == 30.0
-    assert ca4.cached_analysis(counted_analysis, values.astype(np.float32), scale=2.0)[
+    inference.cached_analysis(counted_analysis, values, scale=2.0)
+    assert inference.cached_analysis(counted_analysis, values, scale=3.0)["total"] == 30.0
+    assert inference.cached_analysis(counted_analysis, values + 1, scale=2.0)["total"] == 30.0
+    assert inference.cached_analysis(counted_analysis, values.astype(np.float32), scale=2.0)[
         "total"] == 20.0
     assert CALLS.count == 4
-    ca4.cached_analysis(counted_analysis, values, scale=3.0)
+    inference.cached_analysis(counted_analysis, values, scale=3.0)
     assert CALLS.count == 4
 
 
 def test_cached_analysis_recomputes_for_an_edited_function(private_cache, monkeypatch):
     values = np.arange(5.0)
-    assert ca4.cached_analysis(counted_analysis, values)["total"] == 10.0
+    assert inference.cached_analysis(counted_analysis, values)["total"] == 10.0
     # The same function, its code replaced (as an edit with %autoreload would).
     monkeypatch.setattr(counted_analysis, "__code__", counted_analysis_edited.__code__)
-    assert ca4.cached_analysis(counted_analysis, values)["total"] == 11.0
+    assert inference.cached_analysis(counted_analysis, values)["total"] == 11.0
     assert CALLS.count == 2
 
 
 def test_cached_analysis_recomputes_for_a_changed_model_weight(private_cache):
     ca4.set_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    before = ca4.cached_analysis(model_analysis, model)["total"]
-    ca4.cached_analysis(model_analysis, model)
+    before = inference.cached_analysis(model_analysis, model)["total"]
+    inference.cached_analysis(model_analysis, model)
     assert CALLS.count == 1
     kernel = model.layers[0].kernel
     original = kernel.numpy()
     kernel.assign(original + 1.0)
-    assert ca4.cached_analysis(model_analysis, model)["total"] == pytest.approx(before + 6.0)
+    assert inference.cached_analysis(model_analysis, model)["total"] == pytest.approx(before + 6.0)
     assert CALLS.count == 2
     kernel.assign(original)
-    assert ca4.cached_analysis(model_analysis, model)["total"] == pytest.approx(before)
+    assert inference.cached_analysis(model_analysis, model)["total"] == pytest.approx(before)
     assert CALLS.count == 2  # the first result, from the cache
 
 
 @pytest.mark.parametrize("damage", [b"", b"not a zip archive", b"PK\x03\x04broken"])
 def test_cached_analysis_recomputes_a_damaged_cache_file(private_cache, damage):
     values = np.arange(3.0)
-    ca4.cached_analysis(counted_analysis, values)
+    inference.cached_analysis(counted_analysis, values)
     (path,) = private_cache.glob("counted_analysis-*.npz")
     path.write_bytes(damage)
-    assert ca4.cached_analysis(counted_analysis, values)["total"] == 3.0
+    assert inference.cached_analysis(counted_analysis, values)["total"] == 3.0
     assert CALLS.count == 2
-    assert ca4.cached_analysis(counted_analysis, values)["total"] == 3.0
+    assert inference.cached_analysis(counted_analysis, values)["total"] == 3.0
     assert CALLS.count == 2  # the file was written again, whole
 
 
@@ -809,22 +820,23 @@ def test_cached_analysis_recomputes_a_damaged_cache_file(private_cache, damage):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def counted_batches(private_cache, monkeypatch):
+def counted_batches(private_cache, monkeypatch, patch_lookup):
     """Count the model runs of run_in_batches; the prediction cache on for this test only."""
-    real = ca4.run_in_batches
+    real = inference.run_in_batches
 
     def counted(model, inputs, batch_size):
         CALLS.count += 1
         return real(model, inputs, batch_size)
 
-    monkeypatch.setattr(ca4, "run_in_batches", counted)
-    monkeypatch.setattr(ca4.PREDICTION_CACHE, "enabled", False)
+    patch_lookup(inference.outputs_of, "run_in_batches", counted)
+    patch_lookup(measures.unit_activity, "run_in_batches", counted)
+    monkeypatch.setattr(inference.PREDICTION_CACHE, "enabled", False)
     return private_cache
 
 
 def pixel_sums_model(outputs: int = 1) -> keras.Model:
     ca4.set_seed(0)
-    images = keras.Input(ca4.IMAGE_SHAPE)
+    images = keras.Input(settings.IMAGE_SHAPE)
     flat = keras.layers.Flatten()(images)
     heads = [keras.layers.Dense(2, name=f"head_{i}")(flat) for i in range(outputs)]
     return keras.Model(images, heads if outputs > 1 else heads[0])
@@ -832,26 +844,26 @@ def pixel_sums_model(outputs: int = 1) -> keras.Model:
 
 def test_cached_predictions_run_the_model_once_and_return_its_outputs(counted_batches):
     model = pixel_sums_model()
-    images = np.random.default_rng(0).random((ca4.CACHED_PREDICTION_MIN, 28, 28, 1),
+    images = np.random.default_rng(0).random((inference.CACHED_PREDICTION_MIN, 28, 28, 1),
                                              dtype=np.float32)
     kernel, bias = (np.asarray(w, np.float64) for w in model.get_weights())
     expected = images.reshape(len(images), -1) @ kernel + bias  # the Dense layer by hand
-    ca4.cache_predictions()
-    first, second = ca4.predict(model, images), ca4.predict(model, images)
+    inference.cache_predictions()
+    first, second = inference.predict(model, images), inference.predict(model, images)
     assert CALLS.count == 1
     np.testing.assert_allclose(first, expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(second, first)
     assert len(list(counted_batches.glob("model_outputs-*.npz"))) == 1
     model.layers[-1].bias.assign(np.ones(2, np.float32))
-    np.testing.assert_allclose(ca4.predict(model, images), first + 1.0, rtol=1e-5)
+    np.testing.assert_allclose(inference.predict(model, images), first + 1.0, rtol=1e-5)
     assert CALLS.count == 2  # new weights: run again
 
 
 def test_cached_predictions_keep_a_list_of_outputs_a_list(counted_batches):
     model = pixel_sums_model(outputs=2)
-    images = np.zeros((ca4.CACHED_PREDICTION_MIN, 28, 28, 1), np.float32)
-    ca4.cache_predictions()
-    computed, loaded = ca4.predict(model, images), ca4.predict(model, images)
+    images = np.zeros((inference.CACHED_PREDICTION_MIN, 28, 28, 1), np.float32)
+    inference.cache_predictions()
+    computed, loaded = inference.predict(model, images), inference.predict(model, images)
     assert CALLS.count == 1
     assert isinstance(loaded, list) and len(loaded) == 2
     for fresh, stored in zip(computed, loaded):
@@ -860,22 +872,22 @@ def test_cached_predictions_keep_a_list_of_outputs_a_list(counted_batches):
 
 def test_predictions_are_not_kept_when_off_few_or_inside_a_cached_analysis(counted_batches):
     model = pixel_sums_model()
-    many = np.zeros((ca4.CACHED_PREDICTION_MIN, 28, 28, 1), np.float32)
-    ca4.predict(model, many), ca4.predict(model, many)
+    many = np.zeros((inference.CACHED_PREDICTION_MIN, 28, 28, 1), np.float32)
+    inference.predict(model, many), inference.predict(model, many)
     assert CALLS.count == 2  # off by default
-    ca4.cache_predictions()
-    few = many[:ca4.CACHED_PREDICTION_MIN - 1]
-    ca4.predict(model, few), ca4.predict(model, few)
+    inference.cache_predictions()
+    few = many[:inference.CACHED_PREDICTION_MIN - 1]
+    inference.predict(model, few), inference.predict(model, few)
     assert CALLS.count == 4
     assert not list(counted_batches.glob("model_outputs-*.npz"))
-    ca4.cached_analysis(model_analysis_of_images, model, many)
+    inference.cached_analysis(model_analysis_of_images, model, many)
     # The analysis is kept as a whole, its predictions not on their own.
     assert [path.name.split("-")[0] for path in counted_batches.glob("*.npz")] == [
         "model_analysis_of_images"]
 
 
 def model_analysis_of_images(model: keras.Model, images: np.ndarray) -> dict:
-    return {"total": float(np.sum(ca4.predict(model, images)))}
+    return {"total": float(np.sum(inference.predict(model, images)))}
 
 
 class Scaling(keras.layers.Layer):
@@ -890,18 +902,18 @@ def tripled(self, inputs):
 
 
 def test_cached_predictions_recompute_when_a_layer_s_code_changes(counted_batches, monkeypatch):
-    images = np.full((ca4.CACHED_PREDICTION_MIN, 28, 28, 1), 0.5, np.float32)
-    model = keras.Sequential([keras.Input(ca4.IMAGE_SHAPE), Scaling()])
-    ca4.cache_predictions()
-    np.testing.assert_array_equal(ca4.predict(model, images), 2.0 * images)
+    images = np.full((inference.CACHED_PREDICTION_MIN, 28, 28, 1), 0.5, np.float32)
+    model = keras.Sequential([keras.Input(settings.IMAGE_SHAPE), Scaling()])
+    inference.cache_predictions()
+    np.testing.assert_array_equal(inference.predict(model, images), 2.0 * images)
     # As an edit with %autoreload would: the same class, its method's code replaced.
     monkeypatch.setattr(Scaling.call, "__code__", tripled.__code__)
-    np.testing.assert_array_equal(ca4.predict(model, images), 3.0 * images)
+    np.testing.assert_array_equal(inference.predict(model, images), 3.0 * images)
     assert CALLS.count == 2
 
 def test_dead_unit_share_is_read_back_once_cached(counted_batches):
     ca4.set_seed(0)
-    images_in = keras.Input(ca4.IMAGE_SHAPE)
+    images_in = keras.Input(settings.IMAGE_SHAPE)
     encoder = keras.Model(images_in, keras.layers.Dense(4, activation="relu")(
         keras.layers.Flatten()(images_in)))
     # Units 0 and 1 see the pixel sum, units 2 and 3 its negative: on positive images the
@@ -910,13 +922,14 @@ def test_dead_unit_share_is_read_back_once_cached(counted_batches):
     kernel[:, :2], kernel[:, 2:] = 1.0, -1.0
     encoder.layers[-1].set_weights([kernel, np.zeros(4, np.float32)])
     images = np.full((20, 28, 28, 1), 0.5, np.float32)
-    ca4.cache_predictions()
-    assert ca4.dead_unit_share(encoder, images) == ca4.dead_unit_share(encoder, images) == 0.5
+    inference.cache_predictions()
+    assert measures.dead_unit_share(encoder, images) == measures.dead_unit_share(encoder, images) == 0.5
     assert CALLS.count == 1
+
 
 def test_cache_predictions_names_a_wrong_argument():
     with pytest.raises(ValueError, match="enabled: expected True or False"):
-        ca4.cache_predictions("yes")
+        inference.cache_predictions("yes")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -934,7 +947,7 @@ RATE_ROWS = [
 
 
 def test_plot_rate_distortion_lines_of_equal_elbo_and_slopes():
-    figure = ca4.plot_rate_distortion(RATE_ROWS)
+    figure = figures.plot_rate_distortion(RATE_ROWS)
     (axis,) = figure.axes
     dashed = [line for line in axis.lines if line.get_linestyle() == "--"]
     assert len(dashed) == len(RATE_ROWS)
@@ -957,7 +970,7 @@ def test_plot_rate_distortion_lines_of_equal_elbo_and_slopes():
 
 
 def test_plot_rate_distortion_error_bars_are_95_percent_intervals():
-    figure = ca4.plot_rate_distortion(RATE_ROWS)
+    figure = figures.plot_rate_distortion(RATE_ROWS)
     (axis,) = figure.axes
     quantile = stats.t.ppf(0.975, 999)
     for container, row in zip(axis.containers, RATE_ROWS):
@@ -971,7 +984,7 @@ def test_plot_rate_distortion_error_bars_are_95_percent_intervals():
 
 def test_plot_rate_distortion_needs_rows():
     with pytest.raises(ValueError, match="rows: expected at least one row of the sweep"):
-        ca4.plot_rate_distortion([])
+        figures.plot_rate_distortion([])
 
 
 def tick_values(axis, which: str) -> tuple[np.ndarray, np.ndarray]:
@@ -986,7 +999,7 @@ def test_plot_latent_grids_ticks_follow_the_bounds(bounds):
     rng = np.random.default_rng(0)
     decoder = linear_decoder(rng.normal(size=784), np.zeros(784), rng.normal(size=784))
     points = 9
-    figure = ca4.plot_latent_grids({"vae": decoder}, points_per_side=points,
+    figure = figures.plot_latent_grids({"vae": decoder}, points_per_side=points,
                                    bounds={"vae": bounds})
     (axis,) = figure.axes
     (x_low, x_high), (y_low, y_high) = bounds
@@ -1009,4 +1022,4 @@ def test_plot_latent_grids_ticks_follow_the_bounds(bounds):
 def test_plot_latent_grids_rejects_bounds_for_other_runs():
     decoder = linear_decoder(np.zeros(784), np.zeros(784))
     with pytest.raises(ValueError, match=r"bounds: expected bounds for \['a'\]"):
-        ca4.plot_latent_grids({"a": decoder}, bounds={"b": ((0, 1), (0, 1))})
+        figures.plot_latent_grids({"a": decoder}, bounds={"b": ((0, 1), (0, 1))})

@@ -8,28 +8,29 @@
                                                  build/ca4.ipynb, its progress streamed
     python -m tools.build pdf                    nbconvert: build/ca4.pdf from build/ca4.ipynb
 
-Importing ca4_helpers imports TensorFlow, seconds of a cached re-run, so this module imports it
-only where a command needs it: `run` lets the notebook check MNIST and the profile (its first
-cells do) and imports it for the PDF export in the background while the kernel works.
+This process never imports TensorFlow or the coursework module: what it needs (the build folder,
+the MNIST check, the epoch-line pattern, durations) comes from rooms of `ca4lib` that import no
+TensorFlow, and it starts no thread. The kernel alone imports the coursework, so nothing here
+can race the kernel's start-up imports.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import os
 import re
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from ca4lib.mnist import MnistFileError, load_mnist
+from ca4lib.progress import EPOCH_LINE, format_duration
+from ca4lib.settings import PROJECT_DIR, build_dir
+
 PDF_TOOLS = {"xelatex": "texlive-xetex", "pandoc": "pandoc"}
 PDF_PACKAGES = "texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc"
 # nbconvert's LaTeX template ("latex"), changed for the report: no LaTeX title (the notebook's
@@ -48,16 +49,6 @@ PDF_TEMPLATE = r"""((*- extends 'index.tex.j2' -*))
 # The cell that prints the title block (group, members, smoke-run banner) is tagged so; the
 # PDF puts it first, above the parameters cell that must precede it in the notebook.
 TITLE_TAG = "title"
-
-
-def coursework() -> ModuleType:
-    """Return ca4_helpers, imported on first use (it imports TensorFlow: seconds)."""
-    return importlib.import_module("ca4_helpers")
-
-
-def build_dir() -> Path:
-    """Return ca4.build_dir() (the same rule) without importing ca4_helpers."""
-    return Path(os.environ.get("CA4_BUILD_DIR", PROJECT_DIR / "build")).resolve()
 
 
 def clock(seconds: float) -> str:
@@ -151,13 +142,12 @@ def export_pdf(notebook_path: str | os.PathLike, pdf_path: str | os.PathLike) ->
                 if output.get("output_type") == "stream":
                     lines = output.text.splitlines(keepends=True)
                     output.text = "".join(line for line in lines
-                                          if not epoch_line.match(line))
+                                          if not EPOCH_LINE.match(line))
             return cell, resources
 
     message = pdf_tools_message()
     if message:
         raise RuntimeError(message)
-    epoch_line = coursework().EPOCH_LINE
     config = Config()
     config.TagRemovePreprocessor.enabled = True
     config.TagRemovePreprocessor.remove_input_tags = ("hide-input",)
@@ -178,7 +168,7 @@ def export_pdf(notebook_path: str | os.PathLike, pdf_path: str | os.PathLike) ->
 
 def preflight(need_pdf: bool = True) -> None:
     """Fail fast, before any training: MNIST must be found and checked, the PDF tools present."""
-    coursework().load_mnist()
+    load_mnist()
     if need_pdf and missing_pdf_tools():
         raise SystemExit(pdf_tools_message())
 
@@ -187,22 +177,19 @@ def run(profile: str, notebook: Path, pdf: Path) -> None:
     """Execute and export, printing the time of each step and of the whole.
 
     The PDF tools are checked first; MNIST and the profile are checked by the notebook's
-    first cells, seconds into the run. ca4_helpers is imported for the export in the
-    background while the kernel runs, so that its import costs no time of its own.
+    first cells, seconds into the run.
     """
     started = time.perf_counter()
     message = pdf_tools_message()
     if message:
         raise SystemExit(message)
-    threading.Thread(target=coursework, daemon=True).start()
     print(f"executing ca4.ipynb, profile {profile!r} -> {notebook}")
     execute_notebook(PROJECT_DIR / "ca4.ipynb", notebook, profile)
     executed = time.perf_counter()
-    duration = coursework().format_duration
-    print(f"executed in {duration(executed - started)}")
+    print(f"executed in {format_duration(executed - started)}")
     export_pdf(notebook, pdf)
-    print(f"wrote {pdf} in {duration(time.perf_counter() - executed)}")
-    print(f"make run ({profile}) took {duration(time.perf_counter() - started)}: "
+    print(f"wrote {pdf} in {format_duration(time.perf_counter() - executed)}")
+    print(f"make run ({profile}) took {format_duration(time.perf_counter() - started)}: "
           f"{notebook}, {pdf}, {notebook.parent / 'metrics.json'}")
 
 
@@ -237,8 +224,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
             preflight(need_pdf=False)
             print(f"executing ca4.ipynb, profile {options.profile!r} -> {options.target}")
             execute_notebook(options.source, options.target, options.profile)
-            print("executed in "
-                  f"{coursework().format_duration(time.perf_counter() - started)}")
+            print(f"executed in {format_duration(time.perf_counter() - started)}")
         else:
             export_pdf(options.source, options.target)
             print(f"wrote {options.target}")
@@ -247,11 +233,9 @@ def main(arguments: Sequence[str] | None = None) -> int:
         # papermill's traceback; the executed notebook keeps the whole traceback.
         print(f"error: {error.ename}: {error.evalue}", file=sys.stderr)
         return 2
-    except Exception as error:
-        if isinstance(error, coursework().MnistFileError):
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        raise
+    except MnistFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,109 @@
+"""The project's settings: folders, seeds, sizes and the run profiles. Imports no TensorFlow.
+
+Every other room builds on this one, and the build tools (`tools/`), benchmarks and experiments
+read `build_dir`, `BATCH_SIZE` and the profiles from here without starting TensorFlow. The
+notebook's first code cell calls `check_environment` before it imports the coursework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from pathlib import Path
+
+# The project folder: ca4_helpers.py, the notebook and requirements.txt sit here.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_SEED = 42
+IMAGE_SHAPE = (28, 28, 1)
+DIGITS = tuple(range(10))
+KL_WEIGHTS = (0.1, 1.0, 5.0)
+# The assignment's batch size, used for every model.
+BATCH_SIZE = 128
+# Predictions go through the network in large batches; the batch size does not change results.
+PREDICT_BATCH_SIZE = 1000
+# Bump when the cache file format changes (the key already covers the code: cache_key.py).
+CACHE_FORMAT_VERSION = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """How much data, how many epochs and how large the analyses of one run of the notebook."""
+
+    name: str
+    train_size: int | None  # None: all 60,000 training images
+    test_size: int | None  # None: all 10,000 test images
+    autoencoder_epochs: int
+    latent_sweep_epochs: int
+    denoising_epochs: int
+    vae_epochs: int  # each VAE of the sweep, and the deterministic baseline
+    classifier_epochs: int
+    normalisation_epochs: int  # each model of question 1, per seed
+    likelihood_images: int  # test images whose log p(x) is estimated
+    importance_samples: int  # samples of q(z|x) per image for log p(x)
+    quadrature_points: int  # grid points per side for the quadrature check of log p(x)
+    interpolation_pairs: int  # random pairs of test digits joined by latent paths
+
+    def planned_epochs(self, latent_sizes: int, kl_weights: int, seeds: int) -> int:
+        """Return the training epochs of one notebook run, for its estimate of the time left.
+
+        `kl_weights` counts the sweep's weights; the baseline (weight 0) adds one more VAE.
+        """
+        return (self.autoencoder_epochs + latent_sizes * self.latent_sweep_epochs
+                + self.denoising_epochs + (kl_weights + 1) * self.vae_epochs
+                + self.classifier_epochs + 2 * seeds * self.normalisation_epochs)
+
+
+PROFILES = {
+    # The extra models' epochs are cut to what their conclusions need (benchmarks/README.md):
+    # the latent sizes' order and the denoiser's lead hold from the first epochs on.
+    "full": Profile("full", None, None, autoencoder_epochs=20, latent_sweep_epochs=2,
+                    denoising_epochs=2, vae_epochs=20, classifier_epochs=2,
+                    normalisation_epochs=1, likelihood_images=1000, importance_samples=1000,
+                    quadrature_points=512, interpolation_pairs=200),
+    "fast": Profile("fast", 4000, 1000, autoencoder_epochs=2, latent_sweep_epochs=1,
+                    denoising_epochs=1, vae_epochs=2, classifier_epochs=1,
+                    normalisation_epochs=1, likelihood_images=100, importance_samples=100,
+                    quadrature_points=128, interpolation_pairs=50),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the named profile, else the one in $CA4_PROFILE, else `full`."""
+    chosen = name if name is not None else os.environ.get("CA4_PROFILE", "full")
+    chosen = chosen.strip().lower()
+    if chosen not in PROFILES:
+        raise ValueError(f"profile: expected one of {sorted(PROFILES)}, got {chosen!r} "
+                         "(set CA4_PROFILE=full or CA4_PROFILE=fast)")
+    return PROFILES[chosen]
+
+
+def build_dir() -> Path:
+    """Return the folder for generated files: $CA4_BUILD_DIR, else `build/` in the project."""
+    return Path(os.environ.get("CA4_BUILD_DIR", PROJECT_DIR / "build")).resolve()
+
+
+def check_environment(requirements: Path | None = None) -> None:
+    """Stop with a clear message in a Python that is not the project's environment.
+
+    A kernel with another TensorFlow or Keras (or none) would otherwise fail deep inside
+    keras.ops. CA4_ALLOW_OTHER_VERSIONS=1 lets a run try anyway.
+    """
+    from importlib import metadata
+
+    requirements = requirements or PROJECT_DIR / "requirements.txt"
+    if not requirements.is_file() or os.environ.get("CA4_ALLOW_OTHER_VERSIONS") == "1":
+        return
+    pins = dict(re.findall(r"^(tensorflow|keras)==(\S+)", requirements.read_text(), re.M))
+    for package, pinned in pins.items():
+        try:
+            installed = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            installed = "not installed"
+        if installed != pinned:
+            raise ImportError(
+                f"{package} {installed} in {sys.executable}; ca4 needs {package}=={pinned}. "
+                f"This is not the project's environment: open the notebook with `make lab` "
+                f"(JupyterLab from .venv), or choose the .venv kernel, or run `make venv`. "
+                f"CA4_ALLOW_OTHER_VERSIONS=1 tries anyway.")

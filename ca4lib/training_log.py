@@ -1,0 +1,81 @@
+"""What `ca4_helpers.train_model` prints: a line per epoch and a one-line record per model.
+
+Not in the cache key: rewording a line retrains nothing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from ca4lib.backend import keras
+from ca4lib.progress import RunProgress, format_duration, loss_text
+
+
+class TrainingLog(keras.callbacks.Callback):
+    """Everything train_model prints: a line per epoch and a one-line record per model.
+
+    An epoch line gives the losses, the seconds, and the time left for the model and (with a
+    RunProgress) for the run's training. Not in the cache key: rewording changes no model.
+    """
+
+    def __init__(self, name: str, epochs: int, say: Callable[[str], None] | None,
+                 run: RunProgress | None = None) -> None:
+        super().__init__()
+        self.name, self.epochs, self.run = name, epochs, run
+        self.say = say or (lambda line: None)
+        self.seconds: list[float] = []
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self.started)
+        logs = logs or {}
+        losses = "  ".join(f"{metric} {loss_text(logs[metric])}"
+                           for metric in ("loss", "val_loss") if metric in logs)
+        left = statistics.mean(self.seconds) * (self.epochs - epoch - 1)
+        line = (f"  {self.name} epoch {epoch + 1}/{self.epochs}  {losses}  "
+                f"{self.seconds[-1]:.1f} s  | {format_duration(left)} left")
+        if self.run is not None:
+            self.run.add_trained_epoch(self.seconds[-1])
+            line += f" | run: about {format_duration(self.run.seconds_left())} of training left"
+        self.say(line)
+
+    def record(self, source: str, history: Mapping[str, list[float]], seconds: float) -> None:
+        """Print the model's record: epochs, training time, final validation loss.
+
+        A VAE's record gives its negative ELBO, which compares across KL weights; its
+        weighted loss does not.
+        """
+        epochs = len(history.get("loss", []))
+        if history.get("val_reconstruction_loss") and history.get("val_kl_loss"):
+            elbo = history["val_reconstruction_loss"][-1] + history["val_kl_loss"][-1]
+            loss = f", val. negative ELBO {elbo:.1f}"
+        elif history.get("val_loss"):
+            loss = f", val_loss {loss_text(history['val_loss'][-1])}"
+        else:
+            loss = ""
+        self.say(f"{self.name} {source}: {epochs} epoch{'s' * (epochs != 1)} in "
+                 f"{format_duration(seconds)}{loss}")
+
+    def cached(self, history: Mapping[str, list[float]], seconds: float) -> None:
+        """Report a model loaded from the cache."""
+        if self.run is not None:
+            self.run.add_skipped_epochs(self.epochs)
+        self.record("from the cache", history, seconds)
+
+    def resumed(self, start: int) -> None:
+        """Report a run that continues from the checkpoint of an interrupted one."""
+        if self.run is not None:
+            self.run.add_skipped_epochs(start)
+        self.say(f"{self.name}: resuming after epoch {start} of {self.epochs} "
+                 f"from an interrupted run")
+
+    def damaged(self, path: Path, error: ValueError) -> None:
+        """Report a cache entry or checkpoint that could not be used."""
+        kind = "checkpoint" if path.name.endswith(".partial.npz") else "cache entry"
+        self.say(f"{self.name}: damaged {kind} ignored and retrained ({error})")
