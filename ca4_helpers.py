@@ -26,11 +26,11 @@ import numpy as np
 
 from ca4lib.backend import keras, layers, ops, tf
 from ca4lib.cache_key import array_fingerprint, training_key
-from ca4lib.checkpoints import EpochCheckpoint, _remove_interrupted_writes, restore
+from ca4lib.checkpoints import EpochCheckpoint, remove_interrupted_writes, restore
 from ca4lib.checks import (
     check_fraction,
     check_images,
-    check_learning_rate,
+    check_model_settings,
     check_non_negative_float,
     check_non_negative_int,
     check_positive_int,
@@ -48,6 +48,7 @@ from ca4lib.settings import (
     KL_WEIGHTS,
     PREDICT_BATCH_SIZE,
     build_dir,
+    vae_name,
 )
 from ca4lib.training_log import TrainingLog
 from ca4lib.vae_analyses import bernoulli_log_likelihood, sample_posterior, vae_encode
@@ -117,16 +118,16 @@ def conv_feature_extractor(images: keras.KerasTensor) -> keras.KerasTensor:
     return layers.Flatten()(hidden)
 
 
-def build_decoder(latent_dim: int, name: str = "decoder") -> keras.Model:
-    """Build the decoder of both tasks: Dense to 7x7x64, two ConvTranspose, sigmoid."""
-    latent_dim = check_positive_int(latent_dim, "latent_dim")
+def build_decoder(latent_dim: int, channels: Sequence[int] = (32, 16),
+                  name: str = "decoder") -> keras.Model:
+    """Build the decoder of both tasks: Dense to 7x7x64, a stride-2 ConvTranspose per entry
+    of `channels` (7x7 to 14x14 to 28x28), then a 3x3 convolution with a sigmoid."""
     latent = keras.Input(shape=(latent_dim,), name="latent")
     hidden = layers.Dense(7 * 7 * 64, activation="relu")(latent)
     hidden = layers.Reshape((7, 7, 64))(hidden)
-    hidden = layers.Conv2DTranspose(32, 3, strides=2, activation="relu",
-                                    padding="same")(hidden)
-    hidden = layers.Conv2DTranspose(16, 3, strides=2, activation="relu",
-                                    padding="same")(hidden)
+    for width in channels:
+        hidden = layers.Conv2DTranspose(width, 3, strides=2, activation="relu",
+                                        padding="same")(hidden)
     images = layers.Conv2D(1, 3, activation="sigmoid", padding="same",
                            name="pixels")(hidden)
     return keras.Model(latent, images, name=name)
@@ -137,7 +138,6 @@ def build_autoencoder_encoder(latent_dim: int, input_scale: float = 1.0) -> kera
 
     `input_scale` multiplies the pixels first: 255 feeds the network raw 0-255 values.
     """
-    latent_dim = check_positive_int(latent_dim, "latent_dim")
     images = keras.Input(shape=IMAGE_SHAPE, name="images")
     scaled = layers.Rescaling(input_scale, name="input_scale")(images)
     hidden = conv_feature_extractor(scaled)
@@ -163,8 +163,8 @@ class Autoencoder(keras.Model):
 def build_autoencoder(latent_dim: int = 10, learning_rate: float = 1e-3,
                       input_scale: float = 1.0) -> Autoencoder:
     """Build and compile the Task 1 autoencoder: Adam, per-pixel cross-entropy."""
-    learning_rate = check_learning_rate(learning_rate)
-    input_scale = check_non_negative_float(input_scale, "input_scale")
+    check_model_settings(latent_dim=latent_dim, learning_rate=learning_rate,
+                         input_scale=input_scale)
     model = Autoencoder(build_autoencoder_encoder(latent_dim, input_scale),
                         build_decoder(latent_dim),
                         name=f"autoencoder_latent{latent_dim}")
@@ -176,7 +176,6 @@ def build_autoencoder(latent_dim: int = 10, learning_rate: float = 1e-3,
 
 def build_vae_encoder(latent_dim: int = 2) -> keras.Model:
     """Build the VAE encoder: conv trunk, Dense(16), then `z_mean` and `z_log_var`."""
-    latent_dim = check_positive_int(latent_dim, "latent_dim")
     images = keras.Input(shape=IMAGE_SHAPE, name="images")
     hidden = layers.Dense(16, activation="relu")(conv_feature_extractor(images))
     z_mean = layers.Dense(latent_dim, name="z_mean")(hidden)
@@ -222,7 +221,7 @@ class VariationalAutoencoder(keras.Model):
                  kl_weight: float = 1.0, seed: int | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.kl_weight = check_non_negative_float(kl_weight, "kl_weight")
+        self.kl_weight = kl_weight
         self.encoder = encoder
         self.decoder = decoder
         self.sampling = Sampling(seed=seed, name="sampling")
@@ -273,9 +272,8 @@ class VariationalAutoencoder(keras.Model):
 def build_vae(latent_dim: int = 2, kl_weight: float = 1.0, seed: int = DEFAULT_SEED,
               learning_rate: float = 2e-3) -> VariationalAutoencoder:
     """Build and compile the Task 2 VAE (Adam); `seed` fixes the sampling noise."""
-    kl_weight = check_non_negative_float(kl_weight, "kl_weight")
-    seed = check_non_negative_int(seed, "seed")
-    learning_rate = check_learning_rate(learning_rate)
+    check_model_settings(latent_dim=latent_dim, kl_weight=kl_weight, seed=seed,
+                         learning_rate=learning_rate)
     model = VariationalAutoencoder(build_vae_encoder(latent_dim),
                                    build_decoder(latent_dim), kl_weight=kl_weight,
                                    seed=seed, name=f"vae_kl{kl_weight:g}")
@@ -286,7 +284,7 @@ def build_vae(latent_dim: int = 2, kl_weight: float = 1.0, seed: int = DEFAULT_S
 
 def build_digit_classifier(learning_rate: float = 1e-3) -> keras.Model:
     """Build and compile a small CNN that tells the ten digits apart (the judge of samples)."""
-    learning_rate = check_learning_rate(learning_rate)
+    check_model_settings(learning_rate=learning_rate)
     images = keras.Input(shape=IMAGE_SHAPE, name="images")
     hidden = layers.Dense(128, activation="relu")(conv_feature_extractor(images))
     hidden = layers.Dropout(0.3)(hidden)
@@ -312,6 +310,7 @@ def set_seed(seed: int) -> None:
 class TrainingResult:
     """A trained model with its per-epoch history and how it was obtained."""
 
+    name: str
     model: keras.Model
     history: dict[str, list[float]]
     source: str  # "trained", "resumed" or "cache"
@@ -446,13 +445,13 @@ def train_model(build_model: Callable[[], keras.Model], train_images: np.ndarray
     folder = Path(cache_dir) if cache_dir is not None else build_dir() / "cache"
     cache_path = folder / f"{name}-{key[:16]}.npz"
     checkpoint_path = cache_path.with_suffix(".partial.npz")
-    _remove_interrupted_writes(folder, name)
+    remove_interrupted_writes(folder, name)
 
     cached = None if retrain else restore(model, cache_path, key, report)
     if cached is not None:
         history, seconds = cached
-        report.cached(history, seconds)
-        return TrainingResult(model, history, "cache", seconds, cache_path)
+        report.finished("from the cache", history, seconds, cache_path)
+        return TrainingResult(name, model, history, "cache", seconds, cache_path)
     resumed = None if retrain else restore(model, checkpoint_path, key, report)
     history, seconds = resumed or ({}, 0.0)
     start = len(history.get("loss", []))
@@ -468,8 +467,8 @@ def train_model(build_model: Callable[[], keras.Model], train_images: np.ndarray
                   shuffle=False, verbose=0,
                   callbacks=[keras.callbacks.TerminateOnNaN(), checkpoint, report])
     os.replace(checkpoint_path, cache_path)  # the last epoch's checkpoint is the finished model
-    report.record("trained", history, checkpoint.seconds)
-    return TrainingResult(model, history, "resumed" if resumed else "trained",
+    report.finished("trained", history, checkpoint.seconds, cache_path)
+    return TrainingResult(name, model, history, "resumed" if resumed else "trained",
                           checkpoint.seconds, cache_path, checkpoint.epoch_seconds)
 
 
@@ -490,7 +489,7 @@ def run_kl_sweep(train_images: np.ndarray, validation_images: np.ndarray, *,
     weights = [check_non_negative_float(w, "kl_weights") for w in kl_weights]
     return {
         weight: train_model(lambda w=weight: build_vae(latent_dim, w, seed), train_images,
-                            validation_images, name=f"vae_kl{weight:g}".replace(".", "p"),
+                            validation_images, name=vae_name(weight),
                             epochs=epochs, seed=seed, **training_options)
         for weight in weights
     }

@@ -91,11 +91,13 @@ def _is_library_module(module_name: str | None) -> bool:
     module = sys.modules.get(module_name)
     if module is None or module_name in sys.builtin_module_names:
         return module is not None
-    path = getattr(module, "__file__", None)
-    if path is None:
-        return True  # a namespace or frozen module
-    resolved = str(Path(path).resolve())
-    return any(resolved.startswith(root + os.sep) for root in _LIBRARY_PATHS)
+    paths = [getattr(module, "__file__", None)] if getattr(module, "__file__", None) else list(
+        getattr(module, "__path__", []))  # a namespace package has folders, no file
+    if not paths:
+        return True  # a frozen module
+    resolved = [str(Path(path).resolve()) for path in paths]
+    return all(any(path.startswith(root + os.sep) for root in _LIBRARY_PATHS)
+               for path in resolved)
 
 
 def _code_tokens(code: types.CodeType, follow: Callable[[Any], Any]
@@ -262,13 +264,25 @@ def _code_entry(item: Any, follow: Callable[[Any], Any]) -> Any:
     for name in sorted(names - _NOT_IN_TRAINING_KEY):
         if name in namespaces:
             looked_up[name] = canonical(namespaces[name], follow)
-    # Attributes read from a project module (`ca4.build_vae`, `module.kl_divergence`).
-    for owner in [*looked_up, *closure]:
-        module = namespaces.get(owner) if owner in looked_up else closure[owner]
-        if inspect.ismodule(module) and not _is_library_module(module.__name__):
-            for name in sorted(names - _NOT_IN_TRAINING_KEY):
-                if hasattr(module, name):
-                    looked_up[f"<module>.{name}"] = canonical(getattr(module, name), follow)
+    # Attributes read from project modules, into their sub-modules: `ca4.build_vae` (from the
+    # notebook), `room.build2` and `helpers.room.build2`, `pkg.sub.deep.k`. A project module
+    # reached by a name the code looks up gives each attribute that bears such a name, and a
+    # sub-module among them is searched the same way.
+    wanted = sorted(names - _NOT_IN_TRAINING_KEY)
+    pending = [("", namespaces[owner] if owner in looked_up else closure[owner])
+               for owner in [*looked_up, *closure]]
+    searched: set[int] = set()
+    while pending:
+        prefix, module = pending.pop(0)
+        if (not inspect.ismodule(module) or _is_library_module(module.__name__)
+                or id(module) in searched):
+            continue
+        searched.add(id(module))
+        for name in wanted:
+            if hasattr(module, name):
+                value = getattr(module, name)
+                looked_up[f"<module>{prefix}.{name}"] = canonical(value, follow)
+                pending.append((f"{prefix}.{name}", value))
     return ["function", tokens, looked_up,
             {name: canonical(value, follow) for name, value in closure.items()},
             canonical(item.__defaults__, follow), canonical(item.__kwdefaults__, follow)]

@@ -109,7 +109,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         save_training_state(self.path, self.model, self.history, self.key, self.seconds)
 
 
-def _remove_interrupted_writes(folder: Path, name: str) -> None:
+def remove_interrupted_writes(folder: Path, name: str) -> None:
     """Delete the temporary files a killed run of model `name` left half-written."""
     pattern = re.compile(rf"\.{re.escape(name)}-[0-9a-f]{{16}}(\.partial)?\.npz\.\w+\.tmp")
     if folder.is_dir():

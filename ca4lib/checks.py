@@ -146,3 +146,17 @@ def check_codes(codes: Any, name: str = "codes", dimensions: int | None = None) 
     if not np.all(np.isfinite(codes)):
         raise ValueError(f"{name}: expected finite values, got NaN or infinity")
     return codes
+
+
+def check_model_settings(*, latent_dim: Any = 1, learning_rate: Any = 1e-3, kl_weight: Any = 0.0,
+                         seed: Any = 0, input_scale: Any = 1.0) -> None:
+    """Check a model builder's arguments, each by the name the builder gives it.
+
+    The builders call this once, at their top, so that the layers below read like the Keras
+    examples; the layers trust what it let through.
+    """
+    check_positive_int(latent_dim, "latent_dim")
+    check_learning_rate(learning_rate)
+    check_non_negative_float(kl_weight, "kl_weight")
+    check_non_negative_int(seed, "seed")
+    check_non_negative_float(input_scale, "input_scale")

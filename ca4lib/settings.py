@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 # The project folder: ca4_helpers.py, the notebook and requirements.txt sit here.
@@ -45,15 +46,22 @@ class Profile:
     quadrature_points: int  # grid points per side for the quadrature check of log p(x)
     interpolation_pairs: int  # random pairs of test digits joined by latent paths
 
-    def planned_epochs(self, latent_sizes: int, kl_weights: int, seeds: int) -> int:
-        """Return the training epochs of one notebook run, for its estimate of the time left.
+    def planned_models(self, latent_dim: int, latent_sizes: Sequence[int],
+                       kl_weights: Sequence[float], seeds: Sequence[int]) -> dict[str, int]:
+        """Return every model one notebook run trains, by the name train_model gets, with its
+        epochs: for the estimate of the time left (progress.RunProgress).
 
-        `kl_weights` counts the sweep's weights; the baseline (weight 0) adds one more VAE.
+        `kl_weights` are the sweep's; the baseline (weight 0) is one more VAE.
         """
-        return (self.autoencoder_epochs + latent_sizes * self.latent_sweep_epochs
-                + self.denoising_epochs + (kl_weights + 1) * self.vae_epochs
-                + self.classifier_epochs + 2 * seeds * self.normalisation_epochs)
-
+        models = {f"autoencoder_latent{latent_dim}": self.autoencoder_epochs,
+                  "digit_classifier": self.classifier_epochs}
+        models |= {f"autoencoder_inputs_x{scale:g}_seed{seed}": self.normalisation_epochs
+                   for scale in (1, 255) for seed in seeds}
+        models |= {f"autoencoder_latent{size}_sweep": self.latent_sweep_epochs
+                   for size in latent_sizes}
+        models[f"denoiser_latent{latent_dim}"] = self.denoising_epochs
+        models |= {vae_name(weight): self.vae_epochs for weight in (0.0, *kl_weights)}
+        return models
 
 PROFILES = {
     # The extra models' epochs are cut to what their conclusions need (benchmarks/README.md):
@@ -67,6 +75,11 @@ PROFILES = {
                     normalisation_epochs=1, likelihood_images=100, importance_samples=100,
                     quadrature_points=128, interpolation_pairs=50),
 }
+
+
+def vae_name(kl_weight: float) -> str:
+    """The name train_model gives the VAE of a KL weight: 'vae_kl0p1', 'vae_kl5'."""
+    return f"vae_kl{kl_weight:g}".replace(".", "p")
 
 
 def get_profile(name: str | None = None) -> Profile:

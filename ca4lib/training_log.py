@@ -29,6 +29,10 @@ class TrainingLog(keras.callbacks.Callback):
         self.seconds: list[float] = []
         self.started = 0.0
 
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        if self.run is not None:
+            self.run.start_model(self.name, self.epochs)
+
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         self.started = time.perf_counter()
 
@@ -41,7 +45,7 @@ class TrainingLog(keras.callbacks.Callback):
         line = (f"  {self.name} epoch {epoch + 1}/{self.epochs}  {losses}  "
                 f"{self.seconds[-1]:.1f} s  | {format_duration(left)} left")
         if self.run is not None:
-            self.run.add_trained_epoch(self.seconds[-1])
+            self.run.add_trained_epoch(self.name, self.seconds[-1])
             line += f" | run: about {format_duration(self.run.seconds_left())} of training left"
         self.say(line)
 
@@ -62,16 +66,19 @@ class TrainingLog(keras.callbacks.Callback):
         self.say(f"{self.name} {source}: {epochs} epoch{'s' * (epochs != 1)} in "
                  f"{format_duration(seconds)}{loss}")
 
-    def cached(self, history: Mapping[str, list[float]], seconds: float) -> None:
-        """Report a model loaded from the cache."""
+    def finished(self, source: str, history: Mapping[str, list[float]], seconds: float,
+                 cache_file: Path) -> None:
+        """Report a model trained or loaded (`source`: 'trained' or 'from the cache') and
+        tell the run where its cache entry is."""
         if self.run is not None:
-            self.run.add_skipped_epochs(self.epochs)
-        self.record("from the cache", history, seconds)
+            self.run.finish_model(self.name, cache_file)
+        self.record(source, history, seconds)
 
     def resumed(self, start: int) -> None:
         """Report a run that continues from the checkpoint of an interrupted one."""
         if self.run is not None:
-            self.run.add_skipped_epochs(start)
+            self.run.start_model(self.name, self.epochs)
+            self.run.add_skipped_epochs(self.name, start)
         self.say(f"{self.name}: resuming after epoch {start} of {self.epochs} "
                  f"from an interrupted run")
 

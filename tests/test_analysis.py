@@ -578,7 +578,7 @@ def test_section_titles_map_code_cells_to_their_headings():
     }
 
 
-def test_epoch_line_matches_progress_lines_and_not_the_record():
+def test_epoch_line_matches_progress_lines_and_not_the_record(tmp_path):
     lines: list[str] = []
     log = training_log.TrainingLog("vae_kl0p1", 3, lines.append)
     for epoch in range(3):
@@ -586,7 +586,8 @@ def test_epoch_line_matches_progress_lines_and_not_the_record():
         log.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0})
     run_lines: list[str] = []
     with_run = training_log.TrainingLog("autoencoder_latent10", 20, run_lines.append,
-                                        progress.RunProgress(40))
+                                        progress.RunProgress({"autoencoder_latent10": 20},
+                                                             "full", tmp_path))
     with_run.on_epoch_begin(0)
     with_run.on_epoch_end(0, {"loss": 0.25})
     assert len(lines) == 3 and len(run_lines) == 1
@@ -601,7 +602,7 @@ def test_epoch_line_matches_progress_lines_and_not_the_record():
     history = {"loss": [0.3, 0.2], "val_loss": [0.31, 0.25]}
     record_log = training_log.TrainingLog("vae_kl1", 2, records.append)
     record_log.record("trained", history, 75.0)
-    record_log.cached(history, 75.0)
+    record_log.finished("from the cache", history, 75.0, tmp_path / "vae_kl1-0.npz")
     record_log.resumed(1)
     training_log.TrainingLog("autoencoder_latent10", 1, records.append).record(
         "trained", {"loss": [0.3], "val_loss": [0.31]}, 5.0)
@@ -619,16 +620,44 @@ def test_a_vae_record_gives_its_negative_elbo_not_its_weighted_loss():
     assert records == ["vae_kl5 trained: 1 epoch in 3 s, val. negative ELBO 142.5"]
 
 
-def test_run_progress_seconds_left():
-    run = progress.RunProgress(10)
+def test_run_progress_seconds_left(tmp_path):
+    run = progress.RunProgress({"a": 4, "b": 6}, "full", tmp_path)
     assert run.seconds_left() == 0.0  # nothing trained yet: no estimate
-    run.add_trained_epoch(2.0)
-    run.add_trained_epoch(4.0)  # 3 s per trained epoch
+    run.start_model("a", 4)
+    run.add_trained_epoch("a", 2.0)
+    run.add_trained_epoch("a", 4.0)  # 3 s per trained epoch
     assert run.seconds_left() == pytest.approx(8 * 3.0)
-    run.add_skipped_epochs(3)  # from the cache: counted as finished, not in the mean
-    assert run.seconds_left() == pytest.approx(5 * 3.0)
-    run.add_skipped_epochs(20)
+    run.finish_model("a", tmp_path / "a-0.npz")
+    assert run.seconds_left() == pytest.approx(6 * 3.0)
+    run.start_model("b", 6)
+    run.add_skipped_epochs("b", 2)  # resumed after epoch 2: counted as done, not in the mean
+    assert run.seconds_left() == pytest.approx(4 * 3.0)
+    run.finish_model("b", tmp_path / "b-0.npz")
     assert run.seconds_left() == 0.0
+
+
+def test_run_progress_leaves_out_the_models_the_cache_holds(tmp_path):
+    (tmp_path / "vae-1.npz").touch()
+    first = progress.RunProgress({"ae": 20, "vae": 20}, "full", tmp_path)
+    first.finish_model("vae", tmp_path / "vae-1.npz")  # the index now points at vae-1.npz
+    again = progress.RunProgress({"ae": 20, "vae": 20, "new": 5}, "full", tmp_path)
+    assert again.expected_cached == {"vae"}
+    again.start_model("ae", 20)
+    again.add_trained_epoch("ae", 1.0)
+    assert again.epochs_left() == 19 + 5  # not the 20 epochs of the cached VAE
+    # Another profile's entries do not count; an entry whose file is gone does not either.
+    assert progress.RunProgress({"vae": 2}, "fast", tmp_path).expected_cached == set()
+    (tmp_path / "vae-1.npz").unlink()
+    assert progress.RunProgress({"vae": 20}, "full", tmp_path).expected_cached == set()
+
+
+def test_run_progress_counts_a_model_the_cache_was_expected_to_serve_once_it_trains(tmp_path):
+    (tmp_path / "vae-1.npz").touch()
+    progress.RunProgress({"vae": 20}, "full", tmp_path).finish_model("vae", tmp_path / "vae-1.npz")
+    run = progress.RunProgress({"ae": 10, "vae": 20}, "full", tmp_path)
+    assert run.epochs_left() == 10
+    run.start_model("vae", 20)  # its code changed since: train_model trains it after all
+    assert run.epochs_left() == 30
 
 
 @pytest.mark.parametrize("seconds, text", [

@@ -436,3 +436,75 @@ def test_only_automatic_layer_names_leave_the_signature():
     assert all(f'"{name}"' in text for name in ("code", "pixels", "input_scale", "images"))
     assert not any(name in text for name in ('"conv2d', '"dense', '"max_pooling2d', '"adam'))
     assert text.count('"<automatic>"') >= 9  # 4 encoder + 5 decoder layers, and the optimiser
+
+
+# --- Project code reached through sub-modules -------------------------------------------------
+
+CHAIN_PACKAGE = {
+    "__init__.py": "",
+    "room.py": (
+        "import ca4_helpers as ca4\n\n"
+        "SCALE = 1.0\n\n"
+        "def build2():\n"
+        "    return ca4.build_autoencoder(2, learning_rate=1e-3)\n"),
+    "sub/__init__.py": "",
+    "sub/deep.py": "k = 1.0\n",
+}
+SCALED_LAYER = """
+class Scaled(keras.layers.Layer):
+    def call(self, inputs):
+        return inputs * chain.sub.deep.k
+"""
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """A project package beside the notebook: chain.room.build2() and chain.sub.deep.k."""
+    name = f"chain_{next(EDIT_NUMBERS)}"
+    for path, text in CHAIN_PACKAGE.items():
+        (tmp_path / name / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name / path).write_text(text)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        package = importlib.import_module(name)
+        importlib.import_module(f"{name}.room")
+        importlib.import_module(f"{name}.sub.deep")
+        yield package
+    finally:
+        sys.path.remove(str(tmp_path))
+        for module in [module for module in sys.modules if module.split(".")[0] == name]:
+            sys.modules.pop(module)
+
+
+def key_of(build) -> str:
+    ca4.set_seed(0)
+    return ca4._training_key(build(), build, {})
+
+
+def test_a_builder_reached_through_a_sub_module_from_a_notebook_lambda(chain):
+    namespace = {"__name__": "__main__", "chain": chain}
+    exec("build = lambda: chain.room.build2()", namespace)
+    before = key_of(namespace["build"])
+    assert key_of(namespace["build"]) == before
+    edited = "def build2():\n    return ca4.build_autoencoder(2, learning_rate=1e-3 * SCALE)\n"
+    scope = dict(vars(chain.room))
+    exec(edited, scope)
+    chain.room.build2.__code__ = scope["build2"].__code__  # an edit, as %autoreload applies it
+    assert key_of(namespace["build"]) != before  # the code that runs is another
+
+
+def test_a_constant_three_modules_down_is_in_the_key(chain, monkeypatch):
+    namespace = {"__name__": "__main__", "chain": chain, "keras": keras}
+    exec(SCALED_LAYER, namespace)
+
+    def build():
+        inputs = keras.Input((28, 28, 1))
+        model = keras.Model(inputs, namespace["Scaled"]()(inputs))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        return model
+
+    before = key_of(build)
+    assert key_of(build) == before
+    # Neither the layers, their weights nor the optimiser change: only the code's walk sees k.
+    monkeypatch.setattr(chain.sub.deep, "k", 2.0)
+    assert key_of(build) != before

@@ -128,9 +128,9 @@ def test_terminal_shows_sections_and_progress(executed) -> None:
     epoch_lines = [line for line in lines if progress.EPOCH_LINE.match(line)]
     parameters = notebook_parameters()
     profile = settings.get_profile("fast")
-    assert len(epoch_lines) == profile.planned_epochs(
-        len(parameters["LATENT_SIZES"]), len(parameters["KL_WEIGHTS"]),
-        len(parameters["Q1_SEEDS"]))
+    assert len(epoch_lines) == sum(profile.planned_models(
+        parameters["LATENT_DIM"], parameters["LATENT_SIZES"], parameters["KL_WEIGHTS"],
+        parameters["Q1_SEEDS"]).values())
     assert all("left" in line for line in epoch_lines)
     assert "run: about" in epoch_lines[0]
 
@@ -279,6 +279,10 @@ def test_notebook_writes_metrics_for_every_section(executed, mnist_raw) -> None:
     assert prior["model"] == "prior N(0, I)" and len(spaces) == len(parameters["KL_WEIGHTS"])
     for name, run in metrics["training"].items():
         assert run["source"] == "trained" and run["seconds"] > 0, name
+    # The run's estimate of the time left plans exactly the models the notebook trains.
+    planned = profile.planned_models(parameters["LATENT_DIM"], parameters["LATENT_SIZES"],
+                                     parameters["KL_WEIGHTS"], parameters["Q1_SEEDS"])
+    assert {name: run["epochs"] for name, run in metrics["training"].items()} == planned
 
 
 def test_pdf_export_holds_the_report(executed, tmp_path: Path) -> None:

@@ -84,10 +84,12 @@ CASES = [
     ("labels", ValueError, lambda: measures.first_of_each_digit(np.arange(9))),
     ("labels", TypeError, lambda: measures.first_of_each_digit([0, 1, 2])),
     # model sizes and hyper-parameters
-    ("latent_dim", ValueError, lambda: ca4.build_decoder(0)),
+    ("latent_dim", ValueError, lambda: ca4.build_autoencoder(0)),
     ("latent_dim", ValueError, lambda: ca4.build_autoencoder(-3)),
     ("latent_dim", ValueError, lambda: ca4.build_vae(2.5)),
-    ("latent_dim", ValueError, lambda: ca4.build_vae_encoder(True)),
+    ("latent_dim", ValueError, lambda: ca4.build_vae(True)),
+    ("seed", ValueError, lambda: ca4.build_vae(2, seed=-1)),
+    ("input_scale", ValueError, lambda: ca4.build_autoencoder(2, input_scale=-255)),
     ("learning_rate", ValueError, lambda: ca4.build_autoencoder(2, learning_rate=0)),
     ("learning_rate", ValueError, lambda: ca4.build_vae(2, learning_rate=float("nan"))),
     ("kl_weight", ValueError, lambda: ca4.build_vae(2, kl_weight=-1)),
@@ -106,7 +108,7 @@ CASES = [
     ("kl_weights", ValueError, lambda: ca4.run_kl_sweep(GOOD, GOOD, kl_weights=(), epochs=1)),
     ("kl_weights", ValueError, lambda: ca4.run_kl_sweep(GOOD, GOOD, kl_weights=(1.0, -2.0), epochs=1)),
     ("batch_size", ValueError, lambda: inference.predict(None, GOOD, batch_size=0)),
-    ("metric", ValueError, lambda: ca4.TrainingResult(None, {"loss": [1.0]}, "trained", 0.0, None)
+    ("metric", ValueError, lambda: ca4.TrainingResult("m", None, {"loss": [1.0]}, "trained", 0.0, None)
      .final("accuracy")),
     # noise
     ("stddev", ValueError, lambda: ca4.add_gaussian_noise(GOOD, -0.1)),
@@ -201,8 +203,8 @@ CASES = [
     ("objects", TypeError, lambda: report.show_source(42)),
     ("data", ValueError, lambda: storage.write_json_atomic(UNWRITTEN_JSON, {"a": [float("nan")]})),
     ("data", ValueError, lambda: storage.write_json_atomic(UNWRITTEN_JSON, [float("inf")])),
-    ("planned_epochs", ValueError, lambda: progress.RunProgress(0)),
-    ("planned_epochs", ValueError, lambda: progress.RunProgress(2.5)),
+    ("planned", ValueError, lambda: progress.RunProgress({}, "full")),
+    ("planned['vae_kl1']", ValueError, lambda: progress.RunProgress({"vae_kl1": 2.5}, "full")),
 ]
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ca4lib.mnist import MnistFileError, load_mnist
-from ca4lib.progress import EPOCH_LINE, format_duration
+from ca4lib.progress import EPOCH_LINE, TICKER_LINE, format_duration
 from ca4lib.settings import PROJECT_DIR, build_dir
 
 PDF_TOOLS = {"xelatex": "texlive-xetex", "pandoc": "pandoc"}
@@ -120,8 +120,8 @@ def export_pdf(notebook_path: str | os.PathLike, pdf_path: str | os.PathLike) ->
     """Export an executed notebook to the report PDF with nbconvert.
 
     Cells tagged `hide-input` show their output only; the cell tagged TITLE_TAG comes first;
-    epoch progress lines are dropped, each model's one-line record stays; the LaTeX template
-    is PDF_TEMPLATE.
+    progress lines (epochs, long computations) are dropped, each model's one-line record
+    stays; the LaTeX template is PDF_TEMPLATE.
     """
     import jinja2
     import nbconvert
@@ -142,7 +142,8 @@ def export_pdf(notebook_path: str | os.PathLike, pdf_path: str | os.PathLike) ->
                 if output.get("output_type") == "stream":
                     lines = output.text.splitlines(keepends=True)
                     output.text = "".join(line for line in lines
-                                          if not EPOCH_LINE.match(line))
+                                          if not (EPOCH_LINE.match(line)
+                                                  or TICKER_LINE.match(line)))
             return cell, resources
 
     message = pdf_tools_message()
