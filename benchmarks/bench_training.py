@@ -6,10 +6,10 @@ Run from the project root (`make bench`):
 
 Training throughput (images/s) of the VAE (`build_vae(2, kl_weight=1.0)`) and of the Task 1
 autoencoder (`build_autoencoder(10)`): the project side trains through `ca4.train_model`, the
-baseline builds the same layers, compiles them with Keras' defaults and calls plain
-`model.fit(x, x, batch_size=128, shuffle=True)` on NumPy arrays. Every repetition trains
-a fresh model for two epochs and times only the second (steady state). The two sides
-alternate (baseline, project, baseline, project, ...) and the medians are reported.
+baseline (`build_port`) takes the model from the same builder, compiles it again with Keras'
+defaults and calls plain `model.fit(x, x, batch_size=128, shuffle=True)` on NumPy arrays.
+Every repetition trains a fresh model for two epochs and times only the second (steady state).
+The two sides alternate (baseline, project, baseline, project, ...) and the medians are reported.
 
 Latent grid: one batched decode of the 15x15 grid (`latent_space.decode_latent_grid`) against
 225 calls of `decoder.predict(point[None])`, alternating in the same way.
@@ -32,7 +32,6 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -46,14 +45,12 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 import numpy as np  # noqa: E402
+from bench_common import aligned_table, median
 
-# ca4_helpers imports TensorFlow with its native start-up lines silenced: use its modules.
-import ca4_helpers as ca4  # noqa: E402
+import ca4_helpers as ca4
 from ca4lib import cache_key, checks, latent_space, settings, storage
+from ca4lib.backend import keras, tf  # imported quietly, as the project does
 
-keras, tf = ca4.keras, ca4.tf
-
-BATCH_SIZE = 128  # the assignment's batch size for both models
 EPOCHS = 2  # epoch 1 warms up (tracing, allocation); epoch 2 is timed
 VALIDATION_IMAGES = 1000  # train_model requires validation data: one predict batch of test images
 LATENT_DIM_VAE = 2
@@ -70,7 +67,7 @@ warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared helpers (levers.py imports these)
+# Shared helpers (levers.py and op_profile.py import these in their workers)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -122,23 +119,20 @@ def load_images(count: int) -> tuple[np.ndarray, np.ndarray]:
     return ca4.normalize_images(x_train[:count]), ca4.normalize_images(x_test[:VALIDATION_IMAGES])
 
 
-def build_plain_vae(steps_per_execution: int = 1, jit_compile: Any = "auto"
-                    ) -> ca4.VariationalAutoencoder:
-    """The assignment's VAE (same layers and seed as build_vae), compiled the straightforward way."""
-    model = ca4.VariationalAutoencoder(ca4.build_vae_encoder(LATENT_DIM_VAE),
-                                       ca4.build_decoder(LATENT_DIM_VAE), kl_weight=1.0,
-                                       seed=settings.DEFAULT_SEED, name="vae_plain")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), steps_per_execution=steps_per_execution,
-                  jit_compile=jit_compile)
-    return model
+# The models every benchmark times, by kind, as the project builds and compiles them.
+PROJECT_BUILDERS: dict[str, Callable[[], keras.Model]] = {
+    "vae": lambda: ca4.build_vae(LATENT_DIM_VAE, kl_weight=1.0),
+    "autoencoder": lambda: ca4.build_autoencoder(LATENT_DIM_AUTOENCODER),
+}
 
 
-def build_plain_autoencoder(steps_per_execution: int = 1, jit_compile: Any = "auto"
-                            ) -> ca4.Autoencoder:
-    """The Task 1 autoencoder (same layers as build_autoencoder), compiled the straightforward way."""
-    model = ca4.Autoencoder(ca4.build_autoencoder_encoder(LATENT_DIM_AUTOENCODER),
-                            ca4.build_decoder(LATENT_DIM_AUTOENCODER), name="autoencoder_plain")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",
+def build_port(kind: str, steps_per_execution: int = 1, jit_compile: Any = "auto"
+               ) -> keras.Model:
+    """The straightforward port of model `kind`: the project's builder (same layers, seed and
+    loss), compiled again the way a tutorial does, with Adam at Keras' default learning rate
+    and Keras' defaults otherwise. Only this compile step differs from the project's model."""
+    model = PROJECT_BUILDERS[kind]()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=model.loss,
                   steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     return model
 
@@ -161,22 +155,17 @@ def fit_steady_epoch(model: keras.Model, data: Any, batch_size: int | None,
     return timer.seconds[-1]
 
 
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
-
-
 # ---------------------------------------------------------------------------------------------
 # The two sides
 # ---------------------------------------------------------------------------------------------
 
 
-def baseline_epoch_seconds(build: Callable[[], keras.Model], images: np.ndarray,
-                           validation: np.ndarray) -> float:
-    """Baseline: a freshly built, default-compiled model trained with fit on NumPy, validated
-    on the same images as the project side."""
+def baseline_epoch_seconds(kind: str, images: np.ndarray, validation: np.ndarray) -> float:
+    """Baseline: a freshly built port (`build_port`) trained with fit on NumPy, validated on
+    the same images as the project side."""
     keras.utils.clear_session()
     ca4.set_seed(settings.DEFAULT_SEED)
-    return fit_steady_epoch(build(), images, BATCH_SIZE, validation)
+    return fit_steady_epoch(build_port(kind), images, settings.BATCH_SIZE, validation)
 
 
 def project_epoch_seconds(build: Callable[[], keras.Model], name: str, images: np.ndarray,
@@ -185,7 +174,8 @@ def project_epoch_seconds(build: Callable[[], keras.Model], name: str, images: n
     keras.utils.clear_session()
     with tempfile.TemporaryDirectory(prefix="ca4-bench-") as cache_dir:
         result = ca4.train_model(build, images, validation, name=name, epochs=EPOCHS,
-                                 batch_size=BATCH_SIZE, cache_dir=cache_dir, retrain=True, log=None)
+                                 batch_size=settings.BATCH_SIZE, cache_dir=cache_dir,
+                                 retrain=True, log=None)
     return result.epoch_seconds[-1], result.model
 
 
@@ -248,14 +238,14 @@ def one_epoch_seconds(model: keras.Model, side: str, train: np.ndarray,
     """Train `model` one epoch on `side`'s pipeline; return (wall seconds, CPU share)."""
     started, cpu_started = time.perf_counter(), time.process_time()
     if PIPELINES[side] is None:
-        model.fit(train, train, batch_size=BATCH_SIZE, epochs=1, shuffle=True, verbose=0,
+        model.fit(train, train, batch_size=settings.BATCH_SIZE, epochs=1, shuffle=True, verbose=0,
                   validation_data=(validation, validation))
     else:
         project_options = ca4.pipeline_options
         ca4.pipeline_options = PIPELINES[side]  # make_dataset reads it by name
         try:
             order = ca4.epoch_orders(len(train), settings.DEFAULT_SEED, range(epoch, epoch + 1))
-            model.fit(ca4.make_dataset(train, train, BATCH_SIZE, order),
+            model.fit(ca4.make_dataset(train, train, settings.BATCH_SIZE, order),
                       validation_data=ca4.make_dataset(validation, validation,
                                                        settings.PREDICT_BATCH_SIZE),
                       epochs=1, shuffle=False, verbose=0)
@@ -270,16 +260,13 @@ def epoch_distribution(epochs: int, images: int, sides: Sequence[str],
     """Time whole epochs of each model, the sides alternating epoch by epoch."""
     (x_train, _), (x_test, _) = ca4.load_mnist()
     train, validation = ca4.normalize_images(x_train[:images]), ca4.normalize_images(x_test)
-    builds = {"vae": (build_plain_vae, lambda: ca4.build_vae(LATENT_DIM_VAE, kl_weight=1.0)),
-              "autoencoder": (build_plain_autoencoder,
-                              lambda: ca4.build_autoencoder(LATENT_DIM_AUTOENCODER))}
     results: dict[str, Any] = {}
-    for kind, (plain, project) in builds.items():
+    for kind, build in PROJECT_BUILDERS.items():
         models = {}
         for side in sides:
             keras.utils.clear_session()
             ca4.set_seed(settings.DEFAULT_SEED)
-            models[side] = plain() if side == "port" else project()
+            models[side] = build_port(kind) if side == "port" else build()
         # One untimed epoch each first: tracing and allocation are not the steady state.
         samples: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
         for epoch in range(epochs + 1):
@@ -309,17 +296,13 @@ def distribution(samples: Sequence[tuple[float, float]], typical_cpu: float
 def run(images: int, repeats: int, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every measurement, alternating baseline and project; return bench.json's content."""
     train, validation = load_images(images)
-    models = {
-        "vae": (build_plain_vae, lambda: ca4.build_vae(LATENT_DIM_VAE, kl_weight=1.0), "bench_vae"),
-        "autoencoder": (build_plain_autoencoder, lambda: ca4.build_autoencoder(LATENT_DIM_AUTOENCODER),
-                        "bench_autoencoder"),
-    }
-    samples: dict[str, dict[str, list[float]]] = {key: {"baseline": [], "project": []} for key in models}
+    samples: dict[str, dict[str, list[float]]] = {key: {"baseline": [], "project": []}
+                                                  for key in PROJECT_BUILDERS}
     decoder = None
     for repetition in range(repeats):
-        for key, (baseline_build, project_build, name) in models.items():
-            samples[key]["baseline"].append(baseline_epoch_seconds(baseline_build, train, validation))
-            seconds, model = project_epoch_seconds(project_build, name, train, validation)
+        for key, build in PROJECT_BUILDERS.items():
+            samples[key]["baseline"].append(baseline_epoch_seconds(key, train, validation))
+            seconds, model = project_epoch_seconds(build, f"bench_{key}", train, validation)
             samples[key]["project"].append(seconds)
             if key == "vae":
                 decoder = model.decoder
@@ -349,7 +332,7 @@ def run(images: int, repeats: int, say: Callable[[str], None] = print) -> dict[s
             "batched_samples": batched,
         },
         "machine": machine_info(),
-        "settings": {"images": images, "repeats": repeats, "batch_size": BATCH_SIZE},
+        "settings": {"images": images, "repeats": repeats, "batch_size": settings.BATCH_SIZE},
     }
 
 
@@ -363,12 +346,7 @@ def format_table(results: dict[str, Any]) -> str:
     grid = results["latent_grid"]
     rows.append((f"latent grid {GRID_SIDE}x{GRID_SIDE} (s)", f"{grid['per_point_s']:.3f}",
                  f"{grid['batched_s']:.4f}", f"{grid['ratio']:.1f}x"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = []
-    for index, row in enumerate(rows):
-        lines.append("  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]))
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = aligned_table(rows)
     if "epochs" in results:
         lines.append("")
         lines.append(f"whole epochs, sides alternating; slow = CPU share below "
@@ -380,10 +358,10 @@ def format_table(results: dict[str, Any]) -> str:
                 lines.append(f"{kind:<12}{side:<16}{row['epochs']:>7}{row['slow_epochs']:>6}"
                              f"{row['median_s']:>10.2f}{row['max_s']:>8.2f}"
                              f"{row['median_cpu']:>12.0%}")
-    settings, machine = results["settings"], results["machine"]
-    lines.append(f"medians of {settings['repeats']} repetitions; {settings['images']} images, batch "
-                 f"{settings['batch_size']}, second epoch timed; {machine['cpu']}, {machine['cores']} "
-                 f"cores, TF {machine['tensorflow']}, Keras {machine['keras']}")
+    run_settings, machine = results["settings"], results["machine"]
+    lines.append(f"medians of {run_settings['repeats']} repetitions; {run_settings['images']} images, "
+                 f"batch {run_settings['batch_size']}, second epoch timed; {machine['cpu']}, "
+                 f"{machine['cores']} cores, TF {machine['tensorflow']}, Keras {machine['keras']}")
     return "\n".join(lines)
 
 
@@ -406,7 +384,8 @@ def main(arguments: Sequence[str] | None = None) -> int:
     checks.check_positive_int(options.images, "--images")
     checks.check_positive_int(options.repeats, "--repeats")
     output = options.output or settings.build_dir() / "bench.json"
-    print(f"bench: {options.images} images, {options.repeats} repetitions, batch {BATCH_SIZE}")
+    print(f"bench: {options.images} images, {options.repeats} repetitions, "
+          f"batch {settings.BATCH_SIZE}")
     started = time.perf_counter()
     results = run(options.images, options.repeats)
     if options.epochs:

@@ -16,7 +16,6 @@ run's total, phases and per-cell seconds) and prints the median of each over the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -29,7 +28,9 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from tools.build import build_dir, section_titles  # noqa: E402
+from ca4lib.settings import build_dir
+from ca4lib.storage import write_json_atomic
+from tools.build import section_titles
 
 PHASES = {"execution": re.compile(r"^executed in (.+)$"),
           "PDF export": re.compile(r"^wrote \S+ in (.+)$")}
@@ -98,8 +99,8 @@ def main() -> None:
     for number in range(options.runs):
         runs.append(one_run(options.profile))
         print(f"run {number + 1}: {runs[-1]['total_s']:.1f} s", flush=True)
-    output = build_dir() / "cached_run.json"
-    output.write_text(json.dumps({"profile": options.profile, "runs": runs}, indent=1))
+    output = write_json_atomic(build_dir() / "cached_run.json",
+                               {"profile": options.profile, "runs": runs})
 
     def median(values: list[float | None]) -> str:
         known = [value for value in values if value is not None]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -35,13 +34,16 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-# The settings and storage rooms import no TensorFlow: this driver process stays light.
-from ca4lib import settings, storage  # noqa: E402
+# The settings and storage rooms import no TensorFlow, nor does bench_common: this driver process
+# stays light. The workers import the coursework (through bench_training).
+from bench_common import aligned_table, median
+
+from ca4lib import settings, storage
 
 RESULT_PREFIX = "LEVER-RESULT "
 
 REFERENCE: dict[str, Any] = {
-    "model": "vae", "batch_size": 128, "steps_per_execution": 1, "input": "numpy",
+    "model": "vae", "batch_size": settings.BATCH_SIZE, "steps_per_execution": 1, "input": "numpy",
     "threads": "default", "onednn": "default", "jit_compile": "default", "precision": "float32",
 }
 
@@ -84,9 +86,8 @@ def config_key(config: dict[str, Any]) -> str:
 
 def worker(config: dict[str, Any], images: int) -> dict[str, Any]:
     """Train one fresh model for two epochs under `config`; return the timed second epoch."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    # TensorFlow and Keras as the project imports them (quietly, KERAS_BACKEND set).
+    from ca4lib.backend import keras, tf
 
     # Thread pools are fixed when TensorFlow's runtime starts: set them before any op runs.
     if config["threads"] == "intra2_inter1":
@@ -95,14 +96,15 @@ def worker(config: dict[str, Any], images: int) -> dict[str, Any]:
     sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
     import bench_training as bench
 
-    ca4 = bench.ca4
+    import ca4_helpers as ca4
+
     train = bench.load_images(images)[0]
     ca4.set_seed(settings.DEFAULT_SEED)
     if config.get("precision", "float32") != "float32":
-        bench.keras.mixed_precision.set_global_policy(config["precision"])
+        keras.mixed_precision.set_global_policy(config["precision"])
     jit = True if config["jit_compile"] is True else "auto"
-    builder = bench.build_plain_vae if config["model"] == "vae" else bench.build_plain_autoencoder
-    model = builder(steps_per_execution=config["steps_per_execution"], jit_compile=jit)
+    model = bench.build_port(config["model"], steps_per_execution=config["steps_per_execution"],
+                             jit_compile=jit)
     if config["input"] == "dataset":
         order = ca4.epoch_orders(len(train), settings.DEFAULT_SEED, range(1))
         data = ca4.make_dataset(train, train, config["batch_size"], order)
@@ -199,10 +201,6 @@ def measure(levers: Sequence[str], images: int, repeats: int) -> dict[str, Any]:
     return report
 
 
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
-
-
 def short_label(config: dict[str, Any]) -> str:
     changed = {k: v for k, v in config.items() if REFERENCE.get(k) != v}
     return ", ".join(f"{k}={v}" for k, v in changed.items()) or "reference (VAE, defaults)"
@@ -218,16 +216,10 @@ def format_table(report: dict[str, Any]) -> str:
             else:
                 rows.append((name, row["variant"], "failed", "-", "-"))
             name = ""
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = []
-    for index, row in enumerate(rows):
-        lines.append("  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-                               + [c.rjust(w) for c, w in zip(row[2:], widths[2:])]))
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    settings = report["settings"]
-    lines.append(f"medians of {settings['repeats']} rounds; {settings['images']} images, second epoch "
-                 f"timed, each run in a fresh process")
+    lines = aligned_table(rows, left=2)
+    run_settings = report["settings"]
+    lines.append(f"medians of {run_settings['repeats']} rounds; {run_settings['images']} images, "
+                 f"second epoch timed, each run in a fresh process")
     return "\n".join(lines)
 
 

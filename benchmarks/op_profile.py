@@ -11,9 +11,10 @@ Python process
 1. times a 2048 x 2048 float32 matmul in TensorFlow (median of 10): the machine's measured
    matmul rate, the practical ceiling for a step made of convolutions and matmuls;
 2. for the Task 1 autoencoder (``ca4.build_autoencoder(10)``) and the assignment's VAE
-   (``ca4.build_vae(2)``), each compiled as the project compiles it, trains one untimed epoch of
-   ``--steps`` batches of 128 MNIST images (tracing), then ``--repeats`` timed epochs (median step
-   time), then one epoch under ``tf.profiler`` whose trace is summed by op type;
+   (``ca4.build_vae(2)``), each built and compiled as the project does it (bench_training's
+   ``PROJECT_BUILDERS``), trains one untimed epoch of ``--steps`` batches of 128 MNIST images
+   (tracing), then ``--repeats`` timed epochs (median step time), then one epoch under
+   ``tf.profiler`` whose trace is summed by op type;
 3. counts the step's floating-point work from the layers' shapes (forward multiply-adds x 2 x 3:
    forward, input gradient and weight gradient), so that step FLOP/s over the matmul rate is the
    fraction of the machine's measured rate that a training step reaches.
@@ -42,11 +43,11 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-# The settings and storage rooms import no TensorFlow: this driver process stays light.
-from ca4lib import settings  # noqa: E402
+# The settings and storage rooms import no TensorFlow: this driver process stays light. The
+# worker imports the coursework (through bench_training).
+from ca4lib import settings, storage
 
 RESULT_PREFIX = "OP-PROFILE-RESULT "
-BATCH = 128
 # Op types that carry the arithmetic; the rest (element-wise, reductions, optimizer, copies) are
 # memory-bound bookkeeping.
 ARITHMETIC_TYPES = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul",
@@ -63,7 +64,7 @@ ARITHMETIC_TYPES = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Ma
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
     """Median GFLOP/s of a size x size float32 matmul in TensorFlow."""
-    import tensorflow as tf
+    from ca4lib.backend import tf
     a = tf.random.normal((size, size))
     b = tf.random.normal((size, size))
     tf.matmul(a, b).numpy()
@@ -78,7 +79,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
 def forward_multiply_adds(model: Any) -> int:
     """Multiply-adds of one image's forward pass through the Conv2D, Conv2DTranspose and Dense
     layers of `model`'s (nested) functional sub-models."""
-    import keras
+    from ca4lib.backend import keras
     total = 0
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.Conv2DTranspose):
@@ -124,18 +125,15 @@ def by_type(seconds_by_op: dict[str, float]) -> dict[str, float]:
 def profile_model(kind: str, images: Any, steps: int, repeats: int) -> dict[str, Any]:
     """Step time, step FLOPs and the op-type breakdown of one model kind ('autoencoder', 'vae')
     on `steps` batches of `images`."""
-    import keras
-    import tensorflow as tf
+    import bench_training as bench
 
     import ca4_helpers as ca4
+    from ca4lib.backend import tf
 
-    keras.utils.set_random_seed(0)
-    if kind == "vae":
-        model = ca4.build_vae(2, kl_weight=1.0)
-        data = tf.data.Dataset.from_tensor_slices(images).batch(BATCH).cache()
-    else:
-        model = ca4.build_autoencoder(10)
-        data = tf.data.Dataset.from_tensor_slices((images, images)).batch(BATCH).cache()
+    ca4.set_seed(0)
+    model = bench.PROJECT_BUILDERS[kind]()
+    pairs = images if kind == "vae" else (images, images)
+    data = tf.data.Dataset.from_tensor_slices(pairs).batch(settings.BATCH_SIZE).cache()
     # The project's tf.data options: with autotuning on, whole epochs fall into a slow mode
     # with one core idle (benchmarks/README.md), which would show here as bimodal steps.
     data = data.with_options(ca4.pipeline_options())
@@ -150,7 +148,7 @@ def profile_model(kind: str, images: Any, steps: int, repeats: int) -> dict[str,
         model.fit(data, epochs=1, verbose=0)
         tf.profiler.experimental.stop()
         per_op = {name: value / steps for name, value in op_seconds(trace_dir).items()}
-    step_flops = 3 * 2 * forward_multiply_adds(model) * BATCH
+    step_flops = 3 * 2 * forward_multiply_adds(model) * settings.BATCH_SIZE
     top_ops = sorted(per_op.items(), key=lambda item: -item[1])[:30]
     return {"step_seconds": statistics.median(seconds), "step_seconds_samples": seconds,
             "step_gflop": step_flops / 1e9,
@@ -161,15 +159,15 @@ def profile_model(kind: str, images: Any, steps: int, repeats: int) -> dict[str,
 
 
 def worker(steps: int, repeats: int) -> dict[str, Any]:
-    import tensorflow as tf
-    tf.get_logger().setLevel("ERROR")
-    sys.path.insert(0, str(PROJECT_ROOT))
+    """Profile both models in this process (started with the ISA cap); return the results."""
+    import bench_training as bench
+
     import ca4_helpers as ca4
 
     (x_train, _), _ = ca4.load_mnist()
-    images = ca4.normalize_images(x_train[: steps * BATCH])
+    images = ca4.normalize_images(x_train[: steps * settings.BATCH_SIZE])
     result: dict[str, Any] = {"isa_cap": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
-                              "matmul_gflops": matmul_gflops()}
+                              "machine": bench.machine_info(), "matmul_gflops": matmul_gflops()}
     for kind in ("autoencoder", "vae"):
         result[kind] = profile_model(kind, images, steps, repeats)
     result["matmul_gflops_after"] = matmul_gflops()
@@ -271,23 +269,21 @@ def main(arguments: Sequence[str] | None = None) -> int:
     if options.worker:
         print(RESULT_PREFIX + json.dumps(worker(options.steps, options.repeats)), flush=True)
         return 0
-    sys.path.insert(0, str(PROJECT_ROOT))
-    from bench_training import machine_info
-
-
     isas = [isa.strip() for isa in options.isas.split(",") if isa.strip()]
-    results: dict[str, Any] = {"isas": isas, "machine": machine_info(),
+    results: dict[str, Any] = {"isas": isas, "machine": None,
                                "settings": {"steps": options.steps, "repeats": options.repeats,
-                                            "batch_size": BATCH}}
+                                            "batch_size": settings.BATCH_SIZE}}
     for isa in isas:
         print(f"profiling with oneDNN ISA {isa} ...", flush=True)
         results[isa] = run_isa(isa, options.steps, options.repeats)
+        # The machine as the first worker saw it (this process imports no TensorFlow).
+        machine = results[isa].pop("machine")
+        results["machine"] = results["machine"] or machine
         for kind in ("autoencoder", "vae"):
             row = results[isa][kind]
             row["fraction_of_matmul"] = row["step_gflops_per_s"] / results[isa]["matmul_gflops"]
     output = options.output or settings.build_dir() / "op_profile.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
+    storage.write_json_atomic(output, results)
     plot(results, output.with_suffix(".png"))
     print(format_tables(results))
     print(f"\nwrote {output} and {output.with_suffix('.png')}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -33,31 +32,25 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-import keras  # noqa: E402
-from keras import layers  # noqa: E402
-
-import ca4_helpers as ca4  # noqa: E402
-from ca4lib import cache_key, estimates, settings
+import ca4_helpers as ca4
+from ca4lib import cache_key, estimates, settings, storage
+from ca4lib.backend import keras, ops
 
 HELD_OUT = 5000
-
-
-def build_wide_decoder(latent_dim: int) -> keras.Model:
-    """`ca4.build_decoder` with 32 instead of 16 channels in the last transposed convolution."""
-    latent = keras.Input(shape=(latent_dim,), name="latent")
-    hidden = layers.Dense(7 * 7 * 64, activation="relu")(latent)
-    hidden = layers.Reshape((7, 7, 64))(hidden)
-    hidden = layers.Conv2DTranspose(32, 3, strides=2, activation="relu", padding="same")(hidden)
-    hidden = layers.Conv2DTranspose(32, 3, strides=2, activation="relu", padding="same")(hidden)
-    images = layers.Conv2D(1, 3, activation="sigmoid", padding="same", name="pixels")(hidden)
-    return keras.Model(latent, images, name="decoder")
+# The project's decoder channels (16 in the last transposed convolution), widened to 32.
+WIDE_CHANNELS = (32, 32)
 
 
 def build_wide_vae(seed: int, learning_rate: float = 2e-3) -> ca4.VariationalAutoencoder:
-    """The project's VAE with the wide decoder."""
-    model = ca4.VariationalAutoencoder(ca4.build_vae_encoder(2), build_wide_decoder(2),
+    """The project's VAE (`ca4.build_vae` at latent 2, KL weight 1) with the wide decoder.
+
+    The model is wired, built and compiled as `ca4.build_vae` does it; only the decoder's
+    channels differ (`ca4.build_decoder(2, channels=WIDE_CHANNELS)`).
+    """
+    model = ca4.VariationalAutoencoder(ca4.build_vae_encoder(2),
+                                       ca4.build_decoder(2, channels=WIDE_CHANNELS),
                                        kl_weight=1.0, seed=seed, name="vae_kl1_wide")
-    model(keras.ops.zeros((1, *settings.IMAGE_SHAPE)))
+    model(ops.zeros((1, *settings.IMAGE_SHAPE)))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     return model
 
@@ -105,9 +98,8 @@ def main(arguments: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     options = parser.parse_args(arguments)
     results = run(options.seeds, options.epochs)
-    output = settings.build_dir() / "experiments" / "validation_split.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
+    output = storage.write_json_atomic(
+        settings.build_dir() / "experiments" / "validation_split.json", results)
     print("| seed | variant | validation negative ELBO | minus the project's (paired) |")
     print("|---|---|---|---|")
     for seed, rows in results["by_seed"].items():
