@@ -35,12 +35,34 @@ help:
 
 venv: $(VENV_STAMP)
 
+# The installer: uv where it is on PATH or pip can install it into the new environment (no
+# uv needed beforehand, no --user, as root or not), else pip, and pip again if uv fails; one
+# line says which. CA4_INSTALLER=pip always uses pip. uv reads none of pip's settings
+# (pip.conf, PIP_* variables): it installs from PyPI, or from UV_INDEX_URL and the like. It
+# trusts the system's certificates, as pip does (else a proxy that only they trust fails it).
+CA4_INSTALLER ?= auto
+PIP_INSTALL := $(VPY) -m pip install --quiet --disable-pip-version-check
+UV_TLS := UV_NATIVE_TLS=$${UV_NATIVE_TLS:-1} UV_SYSTEM_CERTS=$${UV_SYSTEM_CERTS:-1}
+
 $(VENV_STAMP): requirements.txt
 	@if [ ! -x $(VPY) ] || ! $(VPY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
 	  echo "creating $(VENV) with $(PYTHON)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
 	@$(VPY) -c 'import sys; sys.version_info[:2] == (3, 11) or print("warning: ca4 is pinned for Python 3.11, this is", sys.version.split()[0])'
-	@echo "installing the pinned packages of requirements.txt into $(VENV) (a few minutes the first time)"
-	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@uv=""; why=""; \
+	if [ "$(CA4_INSTALLER)" = pip ]; then why="CA4_INSTALLER=pip"; \
+	elif command -v uv >/dev/null; then uv=$$(command -v uv); \
+	elif [ -x $(VENV)/bin/uv ]; then uv=$(VENV)/bin/uv; \
+	elif $(PIP_INSTALL) --retries 1 --timeout 30 uv >/dev/null 2>&1 && [ -x $(VENV)/bin/uv ]; then \
+	  uv=$(VENV)/bin/uv; why="installed into $(VENV) with pip"; \
+	else why="uv is not on PATH and pip could not install it"; fi; \
+	if [ -n "$$uv" ]; then \
+	  echo "installing the pinned packages of requirements.txt into $(VENV) with uv: $$uv$${why:+ ($$why)}"; \
+	  if ! $(UV_TLS) "$$uv" pip install --quiet --python $(VPY) -r requirements.txt; then \
+	    echo "uv failed (see above): installing with pip instead (a few minutes the first time)"; \
+	    $(PIP_INSTALL) -r requirements.txt; fi; \
+	else \
+	  echo "installing the pinned packages of requirements.txt into $(VENV) with pip ($$why; a few minutes the first time)"; \
+	  $(PIP_INSTALL) -r requirements.txt; fi
 	rm -f $(VENV)/.installed-*
 	touch $@
 

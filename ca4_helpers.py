@@ -120,8 +120,8 @@ def conv_feature_extractor(images: keras.KerasTensor) -> keras.KerasTensor:
 
 def build_decoder(latent_dim: int, channels: Sequence[int] = (32, 16),
                   name: str = "decoder") -> keras.Model:
-    """Build the decoder of both tasks: Dense to 7x7x64, a stride-2 ConvTranspose per entry
-    of `channels` (7x7 to 14x14 to 28x28), then a 3x3 convolution with a sigmoid."""
+    """Build the decoder of both tasks: Dense to 7x7x64, a stride-2 ConvTranspose per
+    entry of `channels` (7x7 to 14x14 to 28x28), then a 3x3 convolution, sigmoid."""
     latent = keras.Input(shape=(latent_dim,), name="latent")
     hidden = layers.Dense(7 * 7 * 64, activation="relu")(latent)
     hidden = layers.Reshape((7, 7, 64))(hidden)
@@ -489,7 +489,7 @@ def run_kl_sweep(train_images: np.ndarray, validation_images: np.ndarray, *,
     weights = [check_non_negative_float(w, "kl_weights") for w in kl_weights]
     return {
         weight: train_model(lambda w=weight: build_vae(latent_dim, w, seed), train_images,
-                            validation_images, name=vae_name(weight),
+                            validation_images, name=vae_name(weight, seed),
                             epochs=epochs, seed=seed, **training_options)
         for weight in weights
     }

@@ -1,7 +1,10 @@
-"""The discussion of Task 1, written from the analyses' rows (notebook: *Discussion of Task 1*).
+"""The answers of Task 1, written from the analyses' rows (notebook: *Task 1*, after each
+piece of evidence).
 
-Each paragraph builder takes the rows and returns Markdown; a sentence that compares numbers
-states a difference only when its 95 % interval (Estimate.sign) excludes zero.
+Each builder takes rows and returns a Markdown paragraph that opens with a plain answer and
+then gives its evidence, citing figures and tables by number (ca4lib.numbering). A sentence
+that compares numbers states a difference only when its 95 % interval (Estimate.sign)
+excludes zero; inside it, the sentence says there is no clear difference.
 """
 
 from __future__ import annotations
@@ -9,45 +12,71 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from ca4lib.estimates import Estimate, change_of, estimate_of, number, paired_estimate
-from ca4lib.wording import joined, percent, plural, verdict
+from ca4lib.numbering import figure, table
+from ca4lib.wording import joined, listed, percent, plural, steps_text, verdict, verdict_by
 
 
-def reconstruction_paragraph(autoencoder: Mapping[str, Any]) -> str:
-    """The Task 1 autoencoder's test BCE, what the classifier reads in its reconstructions
-    against the originals, and what the PCA plot shows of the code space."""
+def reconstruction_answer(autoencoder: Mapping[str, Any]) -> str:
+    """What the reconstructions of the Task 1 autoencoder keep and lose: blur (grey pixels
+    against the originals), the digits the classifier reads in the figure's reconstructions
+    and in all of them, and the test BCE."""
     bce = estimate_of(autoencoder, "bce")
-    kept = Estimate(autoencoder["recognised_change"], autoencoder["recognised_change_se"],
-                    autoencoder["n"])
-    if kept.sign < 0:
-        identity = (f"loses the digit of {percent(-kept.value)} of the test images "
-                    f"(± {percent(kept.se)})")
-    elif kept.sign > 0:
-        identity = (f"even makes {percent(kept.value)} (± {percent(kept.se)}) more of them "
-                    f"readable: it draws a typical version of each digit")
+    blur, kept = change_of(autoencoder, "grey"), change_of(autoencoder, "recognised")
+    sharpness = {1: "blurrier than the originals", -1: "sharper than the originals",
+                 0: "not clearly blurrier than the originals"}[blur.sign]
+    identity = {-1: "lose the digit of some images", 0: "keep the digit as often as the "
+                "originals show it", 1: "are read as their digit even more often than the "
+                "originals"}[kept.sign]
+    swaps = [(row["digit"], row["read"]) for row in autoencoder.get("shown", [])
+             if row["digit"] != row["read"]]
+    shown = len(autoencoder.get("shown", []))
+    if not shown:
+        figure_text = ""
+    elif swaps:
+        figure_text = (f" Of the {shown} digits in {figure('task1_reconstructions')}, the "
+                       f"classifier reads " + listed([f"the {digit} as a {read}"
+                                                      for digit, read in swaps])
+                       + " in the reconstruction.")
     else:
-        identity = "keeps the digit as often as the originals show it (no clear difference)"
-    ratios = autoencoder["pca_explained_variance"]
-    shown = ("nearly all of the code's variance" if sum(ratios[:2]) >= 0.95 else
-             f"{percent(sum(ratios[:2]), 0)} of it, a part of the code space only")
+        figure_text = (f" The classifier reads each of the {shown} reconstructions in "
+                       f"{figure('task1_reconstructions')} as its digit.")
     return (
-        f"**Reconstructions and latent space.** With a {autoencoder['latent_dim']}-number "
-        f"code the autoencoder reaches a test binary cross-entropy of **{bce.text('.4f')}** "
-        f"per pixel after {plural(autoencoder['epochs'], 'epoch')} (mean ± standard error over "
-        f"the {autoencoder['n']:,} test images; an exact copy would score "
-        f"{autoencoder['copy_bce']:.4f}, because grey edge pixels are neither 0 nor 1). The "
-        f"digit classifier reads {percent(autoencoder['recognised'])} of the reconstructions "
-        f"as the digit they show, against {percent(autoencoder['originals_recognised'])} of "
-        f"the originals: the bottleneck {identity}. The first two principal components explain "
-        f"{percent(ratios[0], 0)} and {percent(ratios[1], 0)} of the code variance, so the "
-        f"PCA plot shows {shown}; how well the codes are organised by digit is measured "
-        f"instead, by the kNN accuracy in Q2.")
+        f"**Originals against reconstructions.** The reconstructions are {sharpness} and "
+        f"{identity}: {percent(autoencoder['grey'])} of their pixels are grey (between 0.1 and "
+        f"0.9) against {percent(autoencoder['originals_grey'])} in the originals, and the "
+        f"digit classifier reads {percent(autoencoder['recognised'])} of them as their digit "
+        f"against {percent(autoencoder['originals_recognised'])} of the originals (paired "
+        f"change {kept.text('.2%')}).{figure_text} The test binary cross-entropy is "
+        f"{bce.text('.4f')} per pixel after {plural(autoencoder['epochs'], 'epoch')} (mean ± "
+        f"standard error over the {autoencoder['n']:,} test images; an exact copy would score "
+        f"{autoencoder['copy_bce']:.4f}, because grey pixels are neither 0 nor 1). "
+        f"{figure('task1_loss')} shows the training and validation losses per epoch.")
 
 
-def normalisation_paragraph(bce_at_255: float, seed_rows: Sequence[Mapping[str, Any]]
-                            ) -> str:
+def pca_answer(autoencoder: Mapping[str, Any], overlap: Mapping[str, Any],
+               shown: int = 3) -> str:
+    """What the PCA plot shows: the digits that form clusters of their own in the plane, the
+    pairs that overlap most, and the share of the code's variance the plane holds."""
+    purity = overlap["purity"]
+    apart = sorted(range(len(purity)), key=lambda digit: -purity[digit])[:shown]
+    pairs = overlap["pairs"][:shown]
+    ratios = autoencoder["pca_explained_variance"]
+    return (
+        f"**The latent space in two dimensions.** In the PCA plane of "
+        f"{figure('task1_pca')}, the digits {listed([str(d) for d in apart])} stand most apart "
+        f"({listed([percent(purity[d], 0) for d in apart])} of their points' nearest "
+        f"neighbours in the plane are the same digit), while "
+        + listed([f"{a} and {b}" for a, b in (pair['digits'] for pair in pairs)])
+        + f" overlap most (they share {listed([percent(p['share'], 0) for p in pairs])} of "
+        f"their neighbours). The plane holds {percent(sum(ratios[:2]), 0)} of the codes' "
+        f"variance ({percent(ratios[0], 0)} and {percent(ratios[1], 0)}), so digits that "
+        f"overlap in it may lie apart in the other {autoencoder['latent_dim'] - 2} "
+        f"dimensions; the kNN accuracy of the whole codes ({table('q2_latent_sizes')}) "
+        f"measures that.")
+
+
+def normalisation_answer(bce_at_255: float, seed_rows: Sequence[Mapping[str, Any]]) -> str:
     """Q1: the target argument, then raw against normalised inputs over seeds (paired)."""
     by_input: dict[str, dict[int, Mapping[str, Any]]] = {}
     for row in seed_rows:
@@ -62,24 +91,20 @@ def normalisation_paragraph(bce_at_255: float, seed_rows: Sequence[Mapping[str, 
     dead = paired_estimate([raw[s]["dead"] for s in seeds],
                            [normalised[s]["dead"] for s in seeds])
 
-    def spread(rows: Mapping[int, Mapping[str, Any]], name: str, spec: str) -> str:
-        values = [rows[s][name] for s in seeds]
-        text = number(float(np.mean(values)), spec)
-        if len(values) > 1:
-            text += f" (seeds {joined(values, spec, ', ')})"
-        return text
-
-    difference = (f"a paired difference of {bce.text('.4f')}" if len(seeds) > 1 else
-                  f"a difference of {number(bce.value, '.4f')}")
-    dead_difference = ("." if len(seeds) < 2 else
-                       f" ({dead.text('.3f')}{'; no clear difference' if dead.sign == 0 else ''}).")
-    measured = (
-        f"Over {plural(len(seeds), 'seed')}, after {plural(epochs, 'epoch')} of the same "
-        f"training, the model fed raw 0–255 pixels reached a test BCE of "
-        f"{spread(raw, 'test_bce', '.4f')} against {spread(normalised, 'test_bce', '.4f')} "
-        f"with inputs in $[0, 1]$, {difference}; its encoder had "
-        f"{percent(float(np.mean([raw[s]['dead'] for s in seeds])))} dead ReLU units against "
-        f"{percent(float(np.mean([normalised[s]['dead'] for s in seeds])))}{dead_difference}")
+    runs = (f"once for each of {len(seeds)} seeds" if len(seeds) > 1 else "with one seed")
+    trained = (f"Trained for {plural(epochs, 'epoch')} on raw and on normalised pixels, {runs} "
+               f"({table('q1_inputs')}), ")
+    if len(seeds) > 1:
+        measured = (f"{trained}the raw-input model's test BCE is "
+                    f"{verdict_by(bce, 'lower', 'higher', '.4f')} and its share of dead ReLU "
+                    f"units {verdict_by(dead, 'lower', 'higher', '.3f')} (raw against "
+                    f"normalised, paired by seed).")
+    else:
+        measured = (f"{trained}the raw-input model reached a test BCE of "
+                    f"{number(raw[seeds[0]]['test_bce'], '.4f')} against "
+                    f"{number(normalised[seeds[0]]['test_bce'], '.4f')}, with "
+                    f"{percent(raw[seeds[0]]['dead'])} dead ReLU units against "
+                    f"{percent(normalised[seeds[0]]['dead'])}.")
     if len(seeds) < 2:
         reading = "One seed gives no spread to judge the difference by."
     elif bce.sign > 0:
@@ -109,71 +134,63 @@ def normalisation_paragraph(bce_at_255: float, seed_rows: Sequence[Mapping[str, 
                    "gradients. What holds for any optimiser is the target argument above, and "
                    "an autoencoder's inputs are its targets.")
     return (
-        f"**Q1: Why normalise?** Binary cross-entropy needs targets in $[0, 1]$: it reads each "
-        f"pixel as the probability of ink. With raw targets of 255 the loss is unbounded below "
-        f"(at $p = 0.999999$ it is {bce_at_255:.0f}, and it keeps falling), so training would "
-        f"chase saturated outputs instead of copies, and a sigmoid output cannot produce 255 "
-        f"anyway. {measured} {reading}")
+        f"**Q1: Why normalise the images?** Because binary cross-entropy reads every target "
+        f"pixel as a probability of ink in $[0, 1]$, and an autoencoder's targets are its "
+        f"inputs. With raw targets of 255 the loss has no minimum: at $p = 0.999999$ it is "
+        f"{bce_at_255:,.0f}, and it keeps falling as $p \\to 1$ ({table('q1_targets')}); a "
+        f"sigmoid output cannot reach 255 anyway. Normalised inputs also keep everything after "
+        f"the first layer at the scale that the default initialisation and learning rate "
+        f"assume. {measured} {reading}")
 
 
-def latent_size_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
+def latent_size_answer(rows: Sequence[Mapping[str, Any]]) -> str:
     """Q2: reconstruction, recognised digits and kNN accuracy against the latent size."""
     if len(rows) < 2:
         raise ValueError(f"rows: expected at least two latent sizes to compare, got {len(rows)}")
     sizes = [row["latent_dim"] for row in rows]
-    steps = [(rows[i - 1]["latent_dim"], row["latent_dim"],
-              Estimate(row["bce_change"], row["bce_change_se"], row["n"]))
-             for i, row in enumerate(rows) if i > 0]
-    listed = ", ".join(f"latent {row['latent_dim']}: **{estimate_of(row, 'bce').text('.4f')}**"
-                       for row in rows)
-    text = (f"**Q2: Latent size.** Test BCE per pixel after "
-            f"{plural(rows[0]['epochs'], 'epoch')} each: {listed}.")
-    if steps and all(change.sign < 0 for _, _, change in steps):
-        text += " Each larger code reconstructs clearly better"
-        shrinks = [row for row in rows[2:] if "gain_shrink" in row]
-        if shrinks and all(Estimate(row["gain_shrink"], row["gain_shrink_se"],
-                                    row["n"]).sign > 0 for row in shrinks):
-            gains = ", ".join(f"{number(-change.value, '.4f')} from {a} to {b}"
-                              for a, b, change in steps)
-            text += f", and the gain clearly shrinks as the code grows ({gains})"
-        text += "."
+    bce_steps = [change_of(row, "bce") for row in rows[1:]]
+    better = all(change.sign < 0 for change in bce_steps)
+    shrinking = better and len(rows) > 2 and all(
+        Estimate(row["gain_shrink"], row["gain_shrink_se"], row["n"]).sign > 0
+        for row in rows[2:])
+    if better:
+        answer = "A larger latent space reconstructs better" + (
+            ", with diminishing returns" if shrinking else "")
     else:
-        steps_text = "; ".join(
-            f"from {a} to {b} the BCE is {verdict(change, 'lower', 'higher', '.4f')}"
-            for a, b, change in steps)
-        text += f" {steps_text[:1].upper()}{steps_text[1:]}."
-    recognised = joined([percent(row["recognised"]) for row in rows], "", " / ")
+        answer = "A larger latent space does not reconstruct better at every step"
+    text = (f"**Q2: How does the size of the latent space change the reconstructions?** "
+            f"{answer}: after {plural(rows[0]['epochs'], 'epoch')} of the same training, the "
+            f"test BCE per pixel {steps_text(sizes, [c.sign for c in bce_steps], 'rose', 'fell')}"
+            f" ({table('q2_latent_sizes')})")
+    if shrinking:
+        gains = [number(-change.value, ".4f") for change in bce_steps]
+        text += f", and by less at each step ({listed(gains)})"
     first_step = change_of(rows[1], "recognised")
-    text += (f" The digit classifier recognises the digit in {recognised} of the "
-             f"reconstructions for latent sizes {joined(sizes)}")
-    if first_step.sign > 0:
-        text += (f": the smallest code returns {percent(first_step.value)} "
-                 f"(± {percent(first_step.se)}) more test digits as another digit than "
-                 f"latent {sizes[1]} does")
-    elif first_step.sign < 0:
-        text += (f": latent {sizes[1]} returns {percent(-first_step.value)} "
-                 f"(± {percent(first_step.se)}) more test digits as another digit than the "
-                 f"smallest code")
-    else:
-        text += f": no clear difference between latent {sizes[0]} and {sizes[1]}"
-    knn_changes = [Estimate(row["knn_change"], row["knn_change_se"], row["n"])
-                   for row in rows[1:]]
-    knn = joined([percent(row["knn"]) for row in rows], "", " / ")
-    if knn_changes and all(change.sign > 0 for change in knn_changes):
+    text += (f". The smallest code loses digits: the classifier recognises "
+             f"{percent(rows[0]['recognised'])} of the latent-{sizes[0]} reconstructions "
+             f"against {percent(rows[1]['recognised'])} at latent {sizes[1]}"
+             if first_step.sign > 0 else
+             f". The classifier recognises the digit in "
+             f"{joined([percent(row['recognised']) for row in rows], '', ' / ')} of the "
+             f"reconstructions for sizes {joined(sizes)}, "
+             f"{verdict(first_step, 'fewer', 'more', '.2%')} from {sizes[0]} to {sizes[1]}")
+    text += f" ({figure('task1_latent_sizes')} shows the same digits at each size)."
+    knn_changes = [change_of(row, "knn") for row in rows[1:]]
+    if all(change.sign > 0 for change in knn_changes):
         knn_text = "each larger code also separates the digits clearly better"
     else:
         best = max(rows, key=lambda row: row["knn"])
         ties = [row["latent_dim"] for row in rows if row is not best and (
-            Estimate(best["knn"], best["knn_se"], best["n"])
-            - Estimate(row["knn"], row["knn_se"], row["n"])).sign == 0]
-        knn_text = (f"the codes separate the digits best at latent size {best['latent_dim']}"
+            estimate_of(best, "knn") - estimate_of(row, "knn")).sign == 0]
+        knn_text = (f"the codes separate the digits best at size {best['latent_dim']}"
                     + (f", not clearly better than at {joined(ties, '', ' and ')}" if ties
                        else ""))
-    return (text + f". A 5-nearest-neighbour classifier on the codes labels {knn} of the test "
-            f"digits correctly (never having seen a label in training): {knn_text}.")
+    return (text + f" A 5-nearest-neighbour classifier on the codes, which never saw a label in "
+            f"training, labels {joined([percent(row['knn']) for row in rows], '', ' / ')} of the "
+            f"test digits correctly: {knn_text}.")
 
 
-def denoising_paragraph(rows: Sequence[Mapping[str, Any]], noise_stddev: float) -> str:
+def denoising_answer(rows: Sequence[Mapping[str, Any]], noise_stddev: float) -> str:
     """Q3: MSE to the clean images of the noisy inputs, the denoiser and a clean-trained
     autoencoder (paired), and the denoiser's blur."""
     noisy, denoiser, plain = rows
@@ -185,16 +202,17 @@ def denoising_paragraph(rows: Sequence[Mapping[str, Any]], noise_stddev: float) 
         "Not in this run: the denoiser's output is not clearly closer than its input."
     text = (
         f"**Q3: Can autoencoders remove noise?** {answer} With Gaussian noise of standard "
-        f"deviation {noise_stddev:g}, the noisy inputs differ from the clean images by a mean "
-        f"squared error of **{estimate_of(noisy, 'mse').text('.4f')}** per pixel; the "
-        f"denoising autoencoder's outputs by **{estimate_of(denoiser, 'mse').text('.4f')}**")
+        f"deviation {noise_stddev:g} ({figure('task1_denoising')}), the noisy inputs differ "
+        f"from the clean images by a mean squared error of "
+        f"{estimate_of(noisy, 'mse').text('.4f')} per pixel and the denoising autoencoder's "
+        f"outputs by {estimate_of(denoiser, 'mse').text('.4f')} ({table('q3_denoising')})")
     if denoised.sign < 0:
-        text += f", **{noisy['mse'] / denoiser['mse']:.1f} times closer**"
+        text += f", {noisy['mse'] / denoiser['mse']:.1f} times closer"
     text += (
         ". Trained with a per-pixel loss on noisy inputs and clean targets, the network "
         "approximates, as far as its bottleneck allows, the conditional mean of the clean "
         "image given the noisy one, $E[x \\mid \\tilde{x}]$ (what minimises the expected "
-        "per-pixel cross-entropy, and the squared error this table reports): where the input "
+        "per-pixel cross-entropy and squared error): where the input "
         "leaves several digits or strokes plausible, it outputs their average")
     if blur.sign > 0:
         text += (f", and its outputs are blurrier than the clean digits: "
@@ -213,14 +231,3 @@ def denoising_paragraph(rows: Sequence[Mapping[str, Any]], noise_stddev: float) 
         trained.sign] + f" (denoiser minus clean-trained: {trained.text('.4f')})."
     return text + (" Noise unlike the training noise was not tested and may not be removed "
                    "as well.")
-
-
-def task1_discussion(autoencoder: Mapping[str, Any], bce_at_255: float,
-                     seed_rows: Sequence[Mapping[str, Any]],
-                     latent_rows: Sequence[Mapping[str, Any]],
-                     denoising: Sequence[Mapping[str, Any]], noise_stddev: float) -> str:
-    """The discussion of Task 1, paragraph by paragraph, from the analyses' rows."""
-    return "\n\n".join([reconstruction_paragraph(autoencoder),
-                        normalisation_paragraph(bce_at_255, seed_rows),
-                        latent_size_paragraph(latent_rows),
-                        denoising_paragraph(denoising, noise_stddev)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,9 +46,19 @@ class Estimate:
                         min(self.n, other.n))
 
     def text(self, spec: str = ".3g") -> str:
-        """Format as 'value ± SE', '148.9 ± 0.3'; an SE too small for `spec` gets one
-        significant digit ('0.012 ± 0.0003') rather than reading as zero."""
-        return f"{number(self.value, spec)} ± {standard_error_text(self.se, spec)}"
+        """Format as 'value ± SE', '148.9 ± 0.3', with as many more digits than `spec` asks
+        as it takes for the printed numbers to agree with the verdict (`sign`): never
+        '-0.02 ± 0.01' for -0.0225 ± 0.0140, whose interval includes zero ('-0.023 ± 0.014').
+        An SE too small for `spec` gets one significant digit ('0.012 ± 0.0003')."""
+        return " ± ".join(self.texts(spec))
+
+    def texts(self, spec: str = ".3g") -> tuple[str, str]:
+        """The value and the SE as `text` prints them, apart."""
+        for finer in finer_specs(spec):
+            value, se = number(self.value, finer), standard_error_text(self.se, finer)
+            if Estimate(parsed(value), parsed(se), self.n).sign == self.sign:
+                return value, se
+        return value, se
 
 
 def number(value: float, spec: str = ".3g") -> str:
@@ -55,6 +66,20 @@ def number(value: float, spec: str = ".3g") -> str:
     text = format(value, spec)
     negative_zero = text.startswith("-") and not any(c in "123456789" for c in text)
     return text[1:] if negative_zero and math.isfinite(value) else text
+
+
+def finer_specs(spec: str, extra: int = 4) -> list[str]:
+    """`spec` and the same format with up to `extra` more digits: '.2f', '.3f', ..."""
+    match = re.fullmatch(r"([^.]*)\.(\d+)([a-z%]?)", spec)
+    if match is None:
+        return [spec]
+    head, digits, kind = match.groups()
+    return [f"{head}.{int(digits) + more}{kind}" for more in range(extra + 1)]
+
+
+def parsed(text: str) -> float:
+    """The number a formatted text shows: '12.5' -> 12.5, '12.5%' -> 0.125."""
+    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
 
 
 def standard_error_text(se: float, spec: str = ".3g") -> str:

@@ -76,12 +76,15 @@ def decode_latent_grid(decoder: keras.Model, points_per_side: int = 15, extent: 
 
 def latent_grid_cells(points: np.ndarray, points_per_side: int = 15,
                       extent: float = 2.0) -> np.ndarray:
-    """Return the grid cell over [-extent, extent]^2 of each 2-D point, -1 outside the grid.
+    """Return the grid cell over [-extent, extent]^D of each point of D = 1 or 2 coordinates,
+    -1 outside the grid.
 
     Cells are numbered row-major, z[0] first; a point on the grid's upper edge is in the
     last cell, as np.histogram2d counts it.
     """
-    points = check_codes(points, "points", dimensions=2)
+    points = check_codes(points, "points")
+    if points.shape[1] > 2:
+        raise ValueError(f"points: expected 1 or 2 coordinates, got shape {points.shape}")
     side = check_positive_int(points_per_side, "points_per_side")
     if check_non_negative_float(extent, "extent") == 0:
         raise ValueError("extent: expected a number > 0, got 0")
@@ -89,13 +92,14 @@ def latent_grid_cells(points: np.ndarray, points_per_side: int = 15,
     index = np.searchsorted(edges, points, side="right") - 1
     index[points == edges[-1]] = side - 1
     inside = np.all((index >= 0) & (index < side), axis=1)
-    return np.where(inside, index[:, 0] * side + index[:, 1], -1)
+    cells = index[:, 0] * side + index[:, 1] if points.shape[1] == 2 else index[:, 0]
+    return np.where(inside, cells, -1)
 
 
-def covered_share(cells: np.ndarray, points_per_side: int) -> float:
-    """Return the share of a grid's points_per_side^2 cells that `cells` (latent_grid_cells)
-    reach."""
-    return float(np.unique(cells[cells >= 0]).size / points_per_side ** 2)
+def covered_share(cells: np.ndarray, points_per_side: int, dimensions: int = 2) -> float:
+    """Return the share of a grid's points_per_side^dimensions cells that `cells`
+    (latent_grid_cells) reach."""
+    return float(np.unique(cells[cells >= 0]).size / points_per_side ** dimensions)
 
 
 def latent_grid_coverage(points: np.ndarray, points_per_side: int = 15,
@@ -122,6 +126,11 @@ def grid_neighbour_changes(grid_image: np.ndarray) -> dict[str, np.ndarray]:
     return {"all": np.concatenate([along_z0, along_z1]), "along": (along_z0, along_z1)}
 
 
+def active_dimensions(z_mean: np.ndarray) -> list[int]:
+    """The dimensions whose mean moves with the image, Var_x(mu_d) > ACTIVE_VARIANCE."""
+    return [int(d) for d in np.flatnonzero(np.var(z_mean, axis=0) > ACTIVE_VARIANCE)]
+
+
 def latent_space_rows(terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
                       decoders: Mapping[float, keras.Model], labels: np.ndarray,
                       reference: Mapping[float, tuple[np.ndarray, np.ndarray]],
@@ -131,40 +140,59 @@ def latent_space_rows(terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
 
     Coverage: the share of the grid's cells over [-extent, extent]^2 that samples z ~ q(z|x)
     of the test images reach (the prior row: as many samples of N(0, I)), with a bootstrap
-    SE. Neighbour change: the mean pixel change between neighbouring tiles of the decoded
-    grid over [-extent, extent]^2 and over the model's own 1st-99th code percentiles. kNN:
-    5-NN accuracy of z_mean, fitted on `reference[weight]` = (training means, labels).
+    SE; and the same over the model's active dimensions only (`active_coverage`, beside the
+    prior's coverage in as many dimensions), since a dimension the encoder ignores holds
+    prior noise and would count as covered. Neighbour change: the mean pixel change between
+    neighbouring tiles of the decoded grid over [-extent, extent]^2 and over the model's own
+    1st-99th code percentiles, over every step and over steps along active dimensions only
+    (a grid that repeats along an ignored dimension looks smooth). kNN: 5-NN accuracy of
+    z_mean, fitted on `reference[weight]` = (training means, labels).
     """
     count = len(next(iter(terms_by_weight.values()))["z"])
     prior = sample_prior(count, seed)
 
     def coverage(points: np.ndarray) -> Estimate:
         # Resampling the points' cells, found once, resamples the points.
-        return bootstrap_estimate(lambda cells: covered_share(cells, points_per_side),
-                                  latent_grid_cells(points, points_per_side, extent), seed, 200)
+        return bootstrap_estimate(
+            lambda cells: covered_share(cells, points_per_side, points.shape[1]),
+            latent_grid_cells(points, points_per_side, extent), seed, 200)
 
-    reference_coverage = coverage(prior)
-    rows: list[dict[str, Any]] = [{"model": "prior N(0, I)", "kl_weight": None,
-                                   "coverage": reference_coverage.value,
-                                   "coverage_se": reference_coverage.se,
-                                   "n": reference_coverage.n}]
+    prior_coverage = {dimensions: coverage(prior[:, :dimensions]) for dimensions in (1, 2)}
+    rows: list[dict[str, Any]] = [{
+        "model": "prior N(0, I)", "kl_weight": None, "n": prior_coverage[2].n,
+        "coverage": prior_coverage[2].value, "coverage_se": prior_coverage[2].se,
+        "coverage_1d": prior_coverage[1].value, "coverage_1d_se": prior_coverage[1].se}]
     for weight, terms in terms_by_weight.items():
         covered = coverage(terms["z"])
+        active = active_dimensions(terms["z_mean"])
         fixed = grid_neighbour_changes(decode_latent_grid(decoders[weight], points_per_side,
                                                           extent))
         own = grid_neighbour_changes(decode_latent_grid(
             decoders[weight], points_per_side, bounds=code_quantile_bounds(terms["z"])))
         knn = share_estimate(knn_correct(*reference[weight], terms["z_mean"], labels))
         change, own_change = mean_estimate(fixed["all"]), mean_estimate(own["all"])
-        rows.append({"model": f"KL weight {weight:g}", "kl_weight": float(weight),
-                     "n": covered.n, "coverage": covered.value, "coverage_se": covered.se,
-                     "z_std": terms["z_mean"].std(axis=0).tolist(),
-                     "active_dimensions": int(np.sum(terms["z_mean"].var(axis=0)
-                                                     > ACTIVE_VARIANCE)),
-                     "neighbour_change": change.value, "neighbour_change_se": change.se,
-                     "change_along": [float(a.mean()) for a in fixed["along"]],
-                     "own_neighbour_change": own_change.value,
-                     "own_neighbour_change_se": own_change.se,
-                     "largest_change": float(fixed["all"].max()),
-                     "knn": knn.value, "knn_se": knn.se})
+        row = {"model": f"KL weight {weight:g}", "kl_weight": float(weight),
+               "n": covered.n, "coverage": covered.value, "coverage_se": covered.se,
+               "z_std": terms["z_mean"].std(axis=0).tolist(),
+               "active": active, "active_dimensions": len(active),
+               "neighbour_change": change.value, "neighbour_change_se": change.se,
+               "change_along": [float(a.mean()) for a in fixed["along"]],
+               "own_neighbour_change": own_change.value,
+               "own_neighbour_change_se": own_change.se,
+               "largest_change": float(fixed["all"].max()),
+               "knn": knn.value, "knn_se": knn.se}
+        if active:
+            along_active = coverage(terms["z"][:, active])
+            reference_coverage = prior_coverage[len(active)]
+            on_grid = mean_estimate(np.concatenate([fixed["along"][d] for d in active]))
+            on_own = mean_estimate(np.concatenate([own["along"][d] for d in active]))
+            row.update({
+                "active_coverage": along_active.value, "active_coverage_se": along_active.se,
+                "prior_active_coverage": reference_coverage.value,
+                "prior_active_coverage_se": reference_coverage.se,
+                "active_neighbour_change": on_grid.value,
+                "active_neighbour_change_se": on_grid.se,
+                "own_active_neighbour_change": on_own.value,
+                "own_active_neighbour_change_se": on_own.se})
+        rows.append(row)
     return rows

@@ -1,8 +1,8 @@
 """Progress for a person: durations, the run's estimate of the training time left, progress
 lines for long computations, and the patterns of those lines.
 
-No TensorFlow: `tools/build.py` drops the lines that match `EPOCH_LINE` and `TICKER_LINE` from
-the PDF and prints its own durations with `format_duration`.
+No TensorFlow: `tools/build.py` drops the lines that match `EPOCH_LINE`, `RECORD_LINE` and
+`TICKER_LINE` from the PDF and prints its own durations with `format_duration`.
 """
 
 from __future__ import annotations
@@ -98,9 +98,11 @@ class RunProgress:
         return self.trained_seconds / max(1, self.trained_epochs) * self.epochs_left()
 
 
-# The PDF export drops lines that match these (TrainingLog's epoch lines, Ticker's lines);
-# each model's one-line record stays.
+# The PDF export drops lines that match these: TrainingLog's epoch lines and its one-line
+# record per model (the report's appendix tables every model's training instead), and
+# Ticker's lines.
 EPOCH_LINE = re.compile(r"^\s*\S+ epoch \d+/\d+\b")
+RECORD_LINE = re.compile(r"^\S+ (trained|from the cache): \d+ epochs? in |^\S+: resuming after ")
 TICKER_LINE = re.compile(r"^  [^:]+: \d+/\d+ done, ")
 
 

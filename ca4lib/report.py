@@ -11,10 +11,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ca4lib import numbering
 from ca4lib.backend import keras
 from ca4lib.cache_key import library_versions
 from ca4lib.checks import check_non_negative_int
-from ca4lib.estimates import number, standard_error_text
+from ca4lib.estimates import Estimate, number, standard_error_text
+from ca4lib.progress import format_duration
 from ca4lib.settings import PROJECT_DIR, build_dir, get_profile
 from ca4lib.wording import joined
 
@@ -38,10 +40,14 @@ def title_block(group: str | None, members: str | None, profile: str) -> str:
 
 def start_run_record(profile: str, seed: int) -> dict[str, Any]:
     """Begin the run's record for build/metrics.json: remove the previous run's file (so a
-    failed run never leaves an old file looking current) and return the provenance: commit,
-    date, profile, seed and library versions."""
+    failed run never leaves an old file looking current) and return the provenance."""
     (build_dir() / "metrics.json").unlink(missing_ok=True)
+    return provenance(profile, seed)
 
+
+def provenance(profile: str, seed: int) -> dict[str, Any]:
+    """Return what a result file records of the run: commit (and whether the tree had
+    uncommitted changes), date, profile, seed and library versions."""
     def git(*arguments: str) -> str | None:
         try:
             return subprocess.run(["git", *arguments], cwd=PROJECT_DIR, capture_output=True,
@@ -72,24 +78,13 @@ def layer_rows(model: keras.Model) -> list[dict[str, Any]]:
              "parameters": layer.count_params()} for layer in model.layers]
 
 
-def summary_markdown(*models: keras.Model) -> str:
-    """Render the layers of one or more models as Markdown tables (a PDF-friendly summary)."""
-    if not models:
-        raise ValueError("models: expected at least one model, got none")
-    parts = []
-    for model in models:
-        table = markdown_table(layer_rows(model), {"layer": "Layer", "type": "Type",
-                                                  "output": "Output shape",
-                                                  "parameters": "Parameters|,"})
-        parts.append(f"**{model.name}** ({model.count_params():,} parameters)\n\n{table}")
-    return "\n\n".join(parts)
-
-
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
     """Render rows as a Markdown table; `columns` maps each key to 'Header|format'.
 
     A format starting with '±' prints the value with its standard error, read from the
-    row's `{key}_se`: '±.1f' gives '148.9 ± 0.3'. A missing value prints as '–'. The dashes
+    row's `{key}_se`: '±.1f' gives '148.9 ± 0.3' (with a digit more where the row's `n` says
+    the printed pair would suggest a verdict its interval does not support). A missing value
+    prints as '–'. The dashes
     under each header are as many as the column's widest entry: pandoc sizes the PDF's
     columns in that proportion, so long headers do not run into their neighbours.
 
@@ -104,6 +99,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
     def cell(row: Mapping[str, Any], key: str, fmt: str) -> str:
         if row.get(key) is None:
             return "–"
+        if fmt.startswith("±") and "n" in row:
+            return Estimate(row[key], row[f"{key}_se"], row["n"]).text(fmt[1:])
         if fmt.startswith("±"):
             return f"{number(row[key], fmt[1:])} ± {standard_error_text(row[f'{key}_se'], fmt[1:])}"
         return number(row[key], fmt) if fmt else str(row[key])
@@ -119,57 +116,57 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
     return "\n".join(lines)
 
 
-def vae_sweep_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The sweep's loss terms per test image, then its latent dimensions: two tables."""
-    losses = markdown_table(rows, {
-        "kl_weight": "KL weight|g", "reconstruction": "Reconstruction|±.1f",
-        "kl": "KL|±.2f", "neg_elbo": "Negative ELBO|±.1f",
-        "mean_code_reconstruction": "Reconstruction at $z = \\mu$|±.1f"})
-    shown = [{**row, "per_dimension": joined(row["kl_per_dimension"], ".2f"),
-              "mean_variance": joined(row["mean_variance"], ".2g"),
-              "variance": joined(row["aggregate_variance"], ".2f")} for row in rows]
-    dimensions = markdown_table(shown, {
-        "kl_weight": "KL weight|g", "per_dimension": "KL per dimension",
-        "mean_variance": "Var$_x(\\mu_d)$", "active_dimensions": "Active",
-        "variance": "Var$(z_d)$"})
-    return f"{losses}\n\n{dimensions}"
+def show_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str], name: str,
+               **caption_fields: Any) -> None:
+    """Show a Markdown table (markdown_table) under its numbered caption (ca4lib.numbering)."""
+    show_markdown_table(markdown_table(rows, columns), name, **caption_fields)
 
 
-def likelihood_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """-log p(x) by importance sampling, the quadrature's paired difference from it on the
-    images the grid resolves, and the variational gap, per VAE."""
-    # The quadrature is shown as its paired difference on the images it resolves: its mean
-    # over that subset beside the importance mean over all images would compare two sets.
-    shown = [{**row, "nll": -row["test_log_likelihood"], "nll_se": row["test_log_likelihood_se"],
-              "quadrature": row.get("quadrature_minus_importance"),
-              "quadrature_se": row.get("quadrature_minus_importance_se")} for row in rows]
-    return markdown_table(shown, {
-        "kl_weight": "KL weight|g", "nll": "$-\\log p(x)$, importance|±.2f",
-        "resolved_share": "Resolved images|.0%",
-        "quadrature": "$\\log p(x)$, quadrature $-$ importance|±.2f",
-        "variational_gap": "Variational gap|±.2f"})
+def show_markdown_table(table: str, name: str, **caption_fields: Any) -> None:
+    """Show a table already in Markdown under its numbered caption (ca4lib.numbering)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(f"{numbering.caption('table', name, **caption_fields)}\n\n{table}"))
 
 
-def latent_space_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Coverage, smoothness and kNN accuracy of each latent space, the prior's first."""
-    return markdown_table(rows, {
-        "model": "Codes", "coverage": "Coverage|±.0%",
-        "neighbour_change": "Neighbour change|±.3f",
-        "own_neighbour_change": "On its own codes|±.3f", "knn": "kNN accuracy|±.1%"})
+# The columns of the report's tables (Markdown headers and formats, see markdown_table).
+LAYER_COLUMNS = {"layer": "Layer", "type": "Type", "output": "Output shape",
+                 "parameters": "Parameters|,"}
+DIMENSION_COLUMNS = {"kl_weight": "KL weight|g", "per_dimension": "KL per dimension",
+                     "mean_variance": "Var$_x(\\mu_d)$", "active_dimensions": "Active",
+                     "variance": "Var$(z_d)$"}
+LATENT_SPACE_COLUMNS = {
+    "model": "Codes", "active_dimensions": "Active", "coverage": "Coverage|±.0%",
+    "active_coverage": "Active coverage|±.0%", "prior_active_coverage": "Prior's|±.0%",
+    "own_active_neighbour_change": "Active change|±.3f", "knn": "kNN|±.1%"}
+TRAINING_COLUMNS = {"name": "Model", "epochs": "Epochs", "seconds": "Training time",
+                    "source": "This run"}
+GENERATION_COLUMNS = {
+    "model": "Images", "samples": "Count|,", "confident_share": "Confident|±.1%",
+    "digit_entropy": "Digit entropy|±.3f", "least_digit_share": "Least digit|±.1%"}
+INTERPOLATION_COLUMNS = {
+    "model": "Model", "n": "Paths", "smoothness": "Largest step / total|±.3f",
+    "unclear": "Unclear interior frames|±.1%"}
 
 
-def generation_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The classifier's reading of each generator's samples, real test images first."""
-    return markdown_table(rows, {
-        "model": "Images", "samples": "Count|,", "confident_share": "Confident|±.1%",
-        "digit_entropy": "Digit entropy|±.3f", "least_digit_share": "Least digit|±.1%"})
+def dimension_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The sweep's rows with their per-dimension lists as text, for DIMENSION_COLUMNS."""
+    return [{**row, "per_dimension": joined(row["kl_per_dimension"], ".2f"),
+             "mean_variance": joined(row["mean_variance"], ".2g"),
+             "variance": joined(row["aggregate_variance"], ".2f")} for row in rows]
 
 
-def interpolation_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Smoothness and unclear interior frames of each model's latent paths."""
-    return markdown_table(rows, {
-        "model": "Model", "n": "Paths", "smoothness": "Largest step / total|±.3f",
-        "unclear": "Unclear interior frames|±.1%"})
+def training_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per TrainingResult, for TRAINING_COLUMNS: its name, epochs, training time and
+    whether this run trained it."""
+    sources = {"trained": "trained", "resumed": "trained (resumed)", "cache": "from the cache"}
+    return [{"name": run.name, "epochs": run.epochs, "seconds": format_duration(run.seconds),
+             "source": sources[run.source]} for run in runs]
+
+
+def show_layers(model: keras.Model, name: str) -> None:
+    """Show a model's layer table under its numbered caption, with its parameter count."""
+    show_table(layer_rows(model), LAYER_COLUMNS, name, parameters=model.count_params())
 
 
 def merge_rows(first: Sequence[Mapping[str, Any]], second: Sequence[Mapping[str, Any]],

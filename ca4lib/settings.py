@@ -42,8 +42,9 @@ class Profile:
     classifier_epochs: int
     normalisation_epochs: int  # each model of question 1, per seed
     likelihood_images: int  # test images whose log p(x) is estimated
-    importance_samples: int  # samples of q(z|x) per image for log p(x)
-    quadrature_points: int  # grid points per side for the quadrature check of log p(x)
+    # log p(x) where experiments/results/likelihood_checks.json has no settings for the profile:
+    importance_samples: tuple[int, ...]  # nested samples of q(z|x) per image
+    quadrature_points: tuple[int, ...]  # local grid points per side (two: the step check)
     interpolation_pairs: int  # random pairs of test digits joined by latent paths
 
     def planned_models(self, latent_dim: int, latent_sizes: Sequence[int],
@@ -68,18 +69,22 @@ PROFILES = {
     # the latent sizes' order and the denoiser's lead hold from the first epochs on.
     "full": Profile("full", None, None, autoencoder_epochs=20, latent_sweep_epochs=2,
                     denoising_epochs=2, vae_epochs=20, classifier_epochs=2,
-                    normalisation_epochs=1, likelihood_images=1000, importance_samples=1000,
-                    quadrature_points=512, interpolation_pairs=200),
+                    normalisation_epochs=1, likelihood_images=1000,
+                    importance_samples=(100, 300, 1000), quadrature_points=(16, 32),
+                    interpolation_pairs=200),
     "fast": Profile("fast", 4000, 1000, autoencoder_epochs=2, latent_sweep_epochs=1,
                     denoising_epochs=1, vae_epochs=2, classifier_epochs=1,
-                    normalisation_epochs=1, likelihood_images=100, importance_samples=100,
-                    quadrature_points=128, interpolation_pairs=50),
+                    normalisation_epochs=1, likelihood_images=100,
+                    importance_samples=(30, 100), quadrature_points=(8, 16),
+                    interpolation_pairs=50),
 }
 
 
-def vae_name(kl_weight: float) -> str:
-    """The name train_model gives the VAE of a KL weight: 'vae_kl0p1', 'vae_kl5'."""
-    return f"vae_kl{kl_weight:g}".replace(".", "p")
+def vae_name(kl_weight: float, seed: int = DEFAULT_SEED) -> str:
+    """The name train_model gives the VAE of a KL weight: 'vae_kl0p1', 'vae_kl5', and with
+    another seed than the notebook's 'vae_kl5_seed43'."""
+    name = f"vae_kl{kl_weight:g}".replace(".", "p")
+    return name if seed == DEFAULT_SEED else f"{name}_seed{seed}"
 
 
 def get_profile(name: str | None = None) -> Profile:

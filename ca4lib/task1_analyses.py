@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from ca4lib.backend import keras
+from ca4lib.checks import check_codes, check_labels
 from ca4lib.estimates import compared_rows, mean_estimate, paired_estimate, share_estimate
 from ca4lib.inference import predict
 from ca4lib.measures import (
+    classify,
     grey_share,
     knn_correct,
     mean_binary_cross_entropy,
@@ -20,6 +22,7 @@ from ca4lib.measures import (
     per_image_squared_error,
     recognised,
 )
+from ca4lib.settings import DIGITS
 
 
 def reconstruction_evidence(model: keras.Model, encoder: keras.Model, images: np.ndarray,
@@ -38,23 +41,52 @@ def reconstruction_evidence(model: keras.Model, encoder: keras.Model, images: np
 
 def autoencoder_row(images: np.ndarray, reconstructions: np.ndarray, labels: np.ndarray,
                     classifier: keras.Model, *, latent_dim: int, epochs: int,
-                    pca_ratios: Sequence[float]) -> dict[str, Any]:
+                    pca_ratios: Sequence[float], shown: Sequence[int] = ()) -> dict[str, Any]:
     """Summarise the Task 1 autoencoder on the test images: BCE per pixel with its SE, the
     BCE of an exact copy, the shares of originals and reconstructions the classifier reads
-    as their digit (and the paired change), and the PCA plot's explained variances."""
-    evidence = {"originals": {"recognised": recognised(classifier, images, labels)},
+    as their digit (and the paired change), the share of grey pixels (blur) in both with the
+    paired change, the digit the classifier reads in each reconstruction of the figure's
+    images (`shown`, indices), and the PCA plot's explained variances."""
+    evidence = {"originals": {"recognised": recognised(classifier, images, labels),
+                              "grey": grey_share(images)},
                 "reconstructions": {"recognised": recognised(classifier, reconstructions,
-                                                             labels)}}
-    originals, rebuilt = compared_rows(evidence, "images", {"recognised": share_estimate})
+                                                             labels),
+                                    "grey": grey_share(reconstructions)}}
+    originals, rebuilt = compared_rows(evidence, "images", {"recognised": share_estimate,
+                                                            "grey": mean_estimate})
     bce = mean_estimate(per_image_bce(images, reconstructions))
+    shown = np.asarray(shown, dtype=np.int64)
+    read = classify(classifier, reconstructions[shown])[0] if len(shown) else []
     return {"latent_dim": int(latent_dim), "epochs": int(epochs), "n": bce.n,
             "bce": bce.value, "bce_se": bce.se,
             "copy_bce": mean_binary_cross_entropy(images, images),
-            "recognised": rebuilt["recognised"], "recognised_se": rebuilt["recognised_se"],
-            "recognised_change": rebuilt["recognised_change"],
-            "recognised_change_se": rebuilt["recognised_change_se"],
+            **{f"{name}{suffix}": rebuilt[f"{name}{suffix}"] for name in ("recognised", "grey")
+               for suffix in ("", "_se", "_change", "_change_se")},
             "originals_recognised": originals["recognised"],
+            "originals_grey": originals["grey"],
+            "shown": [{"digit": int(labels[i]), "read": int(r)} for i, r in zip(shown, read)],
             "pca_explained_variance": [float(ratio) for ratio in pca_ratios]}
+
+
+def pca_overlap(points: np.ndarray, labels: np.ndarray, neighbours: int = 10
+                ) -> dict[str, Any]:
+    """How the digits sit in a 2-D projection: per digit, the share of its points' nearest
+    `neighbours` in the plane that are the same digit (`purity`, 1 = a cluster of its own),
+    and per pair of digits the share of neighbours they lend each other (`pairs`, largest
+    first: the digits that overlap)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    points = check_codes(points, "points", dimensions=2)
+    labels = check_labels(labels, len(points))
+    index = NearestNeighbors(n_neighbors=neighbours + 1).fit(points).kneighbors(
+        points, return_distance=False)[:, 1:]  # without the point itself
+    lent = np.zeros((len(DIGITS), len(DIGITS)))
+    np.add.at(lent, (np.repeat(labels, neighbours), labels[index].ravel()), 1.0)
+    shares = lent / lent.sum(axis=1, keepdims=True)
+    pairs = sorted(((float(shares[a, b] + shares[b, a]) / 2, a, b)
+                    for a in DIGITS for b in DIGITS if a < b), reverse=True)
+    return {"purity": np.diag(shares).tolist(),
+            "pairs": [{"digits": [a, b], "share": share} for share, a, b in pairs]}
 
 
 def latent_size_rows(evidence: Mapping[int, Mapping[str, np.ndarray]],

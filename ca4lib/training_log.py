@@ -21,23 +21,42 @@ class TrainingLog(keras.callbacks.Callback):
     RunProgress) for the run's training. Not in the cache key: rewording changes no model.
     """
 
+    # Within an epoch longer than this, a line every this many seconds: a cell is never silent
+    # for long, even on a CPU where an epoch takes a minute.
+    QUIET_SECONDS = 20.0
+
     def __init__(self, name: str, epochs: int, say: Callable[[str], None] | None,
                  run: RunProgress | None = None) -> None:
         super().__init__()
         self.name, self.epochs, self.run = name, epochs, run
         self.say = say or (lambda line: None)
         self.seconds: list[float] = []
-        self.started = 0.0
+        self.started = self.last_line = 0.0
+        self.epoch = 0
 
     def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
         if self.run is not None:
             self.run.start_model(self.name, self.epochs)
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
-        self.started = time.perf_counter()
+        self.started = self.last_line = time.perf_counter()
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        now = time.perf_counter()
+        if now - self.last_line < self.QUIET_SECONDS:
+            return
+        self.last_line = now
+        steps = (self.params or {}).get("steps") or 0
+        done = (batch + 1) / steps if steps else 0.0
+        left = (now - self.started) * (1 - done) / done if done else 0.0
+        self.say(f"  {self.name} epoch {self.epoch + 1}/{self.epochs}  batch {batch + 1}/"
+                 f"{steps}  {now - self.started:.0f} s  | {format_duration(left)} left in "
+                 f"this epoch")
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         self.seconds.append(time.perf_counter() - self.started)
+        self.last_line = time.perf_counter()
         logs = logs or {}
         losses = "  ".join(f"{metric} {loss_text(logs[metric])}"
                            for metric in ("loss", "val_loss") if metric in logs)

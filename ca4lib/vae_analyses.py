@@ -121,6 +121,7 @@ def vae_sweep_rows(terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
             "prior_like_share": (terms["kl_per_dimension"] < PRIOR_LIKE_NATS).mean(
                 axis=0).tolist(),
             "mean_variance": mu_variance.tolist(),
+            "mean_sigma": float(np.exp(0.5 * terms["z_log_var"]).mean()),
             "active_dimensions": int(np.sum(mu_variance > ACTIVE_VARIANCE)),
             "aggregate_variance": aggregate_posterior_variance(
                 terms["z_mean"], terms["z_log_var"]).tolist()})
@@ -159,3 +160,34 @@ def sample_prior(count: int, seed: int = DEFAULT_SEED, latent_dim: int = 2) -> n
     rng = np.random.default_rng(check_non_negative_int(seed, "seed"))
     return rng.standard_normal((check_positive_int(count, "count"),
                                 check_positive_int(latent_dim, "latent_dim")))
+
+
+def objective_rows(terms_by_weight: Mapping[float, Mapping[str, np.ndarray]]
+                   ) -> list[dict[str, Any]]:
+    """Score every model of the sweep on every weight's objective, reconstruction + weight x
+    KL per test image (the loss each model minimised, at its own weight).
+
+    One row per objective weight: the model trained on it (`own`), its mean score with SE,
+    the best other model on that objective (`rival`), and the paired difference own minus
+    rival over the test images (`own_minus_rival`, > 0 when another model does better on the
+    objective this one was trained for: then it is not at that objective's optimum).
+    """
+    weights = list(terms_by_weight)
+    rows = []
+    for objective in weights:
+        scores = {weight: terms["reconstruction"] + objective * terms["kl"]
+                  for weight, terms in terms_by_weight.items()}
+        own = mean_estimate(scores[objective])
+        others = [weight for weight in weights if weight != objective]
+        row: dict[str, Any] = {"objective": float(objective), "n": own.n,
+                               "own": own.value, "own_se": own.se}
+        if others:
+            rival = min(others, key=lambda weight: float(np.mean(scores[weight])))
+            rival_score = mean_estimate(scores[rival])
+            difference = paired_estimate(scores[objective], scores[rival])
+            row.update({"rival": float(rival), "rival_score": rival_score.value,
+                        "rival_score_se": rival_score.se,
+                        "own_minus_rival": difference.value,
+                        "own_minus_rival_se": difference.se})
+        rows.append(row)
+    return rows

@@ -21,6 +21,7 @@ from ca4lib import (
     report,
     settings,
     storage,
+    task1_analyses,
     training_log,
     vae_analyses,
     wording,
@@ -245,8 +246,9 @@ def test_vae_sweep_rows_count_the_prior_dimension_as_inactive(vae_with_collapsed
         assert row["mean_variance"][1] == 0.0
         assert row["active_dimensions"] == int(z_mean[:, 0].var() > vae_analyses.ACTIVE_VARIANCE)
     json.dumps(rows, allow_nan=False)  # plain Python numbers, ready for metrics.json
-    for table in table_records(report.vae_sweep_table(rows)):
-        assert [row["KL weight"] for row in table] == ["0.5", "5"]
+    (table,) = table_records(report.markdown_table(report.dimension_rows(rows),
+                                                   report.DIMENSION_COLUMNS))
+    assert [row["KL weight"] for row in table] == ["0.5", "5"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +472,7 @@ def table_records(text: str) -> list[list[dict[str, str]]]:
     return tables
 
 
-def test_vae_sweep_table_of_constructed_rows():
+def test_dimension_table_of_constructed_rows():
     rows = [{"kl_weight": 0.1, "reconstruction": 141.04, "reconstruction_se": 0.31, "kl": 12.004,
              "kl_se": 0.052, "neg_elbo": 153.04, "neg_elbo_se": 0.3,
              "mean_code_reconstruction": 135.0, "mean_code_reconstruction_se": 0.29,
@@ -481,54 +483,35 @@ def test_vae_sweep_table_of_constructed_rows():
              "mean_code_reconstruction": 165.0, "mean_code_reconstruction_se": 0.3,
              "kl_per_dimension": [1.997, 0.003], "mean_variance": [0.9, 0.0042],
              "active_dimensions": 1, "aggregate_variance": [0.9, 0.104]}]
-    losses, dimensions = table_records(report.vae_sweep_table(rows))
-    assert [row["KL weight"] for row in losses] == ["0.1", "5"]
-    assert [row["Reconstruction"] for row in losses] == ["141.0 ± 0.3", "170.0 ± 0.3"]
-    assert [row["KL"] for row in losses] == ["12.00 ± 0.05", "2.00 ± 0.02"]
-    assert [row["Negative ELBO"] for row in losses] == ["153.0 ± 0.3", "172.0 ± 0.3"]
+    (dimensions,) = table_records(report.markdown_table(report.dimension_rows(rows),
+                                                        report.DIMENSION_COLUMNS))
     assert [row["KL weight"] for row in dimensions] == ["0.1", "5"]
     assert [row["KL per dimension"] for row in dimensions] == ["6.00 / 6.00", "2.00 / 0.00"]
     assert [row["Active"] for row in dimensions] == ["2", "1"]
     assert "0.9 / 0.0042" in [value for row in dimensions for value in row.values()]
 
 
-def test_likelihood_table_gives_minus_log_p_and_the_paired_quadrature_difference():
-    rows = [{"kl_weight": 1.0, "test_log_likelihood": -140.123, "test_log_likelihood_se": 0.31,
-             "quadrature_log_likelihood": -140.05, "quadrature_se": 0.3, "resolved_share": 0.984,
-             "quadrature_minus_importance": 0.073, "quadrature_minus_importance_se": 0.021,
-             "neg_elbo_importance": 143.456, "variational_gap": 3.33, "variational_gap_se": 0.05,
-             "floor": 102.34},
-            {"kl_weight": 5.0, "test_log_likelihood": -160.0, "test_log_likelihood_se": 0.2,
-             "resolved_share": 0.0, "neg_elbo_importance": 161.0, "variational_gap": 1.0,
-             "variational_gap_se": 0.01, "floor": 102.34}]
-    (table,) = table_records(report.likelihood_table(rows))
-    importance, quadrature = (next(name for name in table[0] if name.endswith(kind))
-                              for kind in ("importance", "quadrature $-$ importance"))
-    assert [row[importance] for row in table] == ["140.12 ± 0.31", "160.00 ± 0.20"]
-    # The quadrature column is the paired difference on the resolved images, not a mean over
-    # another set of images.
-    assert [row[quadrature] for row in table] == ["0.07 ± 0.02", "–"]
-    assert [row["Resolved images"] for row in table] == ["98%", "0%"]
-    assert ["3.33 ± 0.05", "1.00 ± 0.01"] in [[row[name] for row in table] for name in table[0]]
-
-
 def test_latent_space_table_leaves_the_prior_rows_grid_columns_empty():
     rows = [{"model": "prior N(0, I)", "kl_weight": None, "coverage": 0.95, "coverage_se": 0.012},
-            {"model": "KL weight 1", "coverage": 0.754, "coverage_se": 0.021,
-             "neighbour_change": 0.0512, "neighbour_change_se": 0.0021,
-             "own_neighbour_change": 0.0401, "own_neighbour_change_se": 0.0015, "knn": 0.8123,
-             "knn_se": 0.0039}]
-    (table,) = table_records(report.latent_space_table(rows))
+            {"model": "KL weight 5", "active_dimensions": 1, "coverage": 0.754,
+             "coverage_se": 0.021, "active_coverage": 0.4, "active_coverage_se": 0.01,
+             "prior_active_coverage": 1.0, "prior_active_coverage_se": 0.001,
+             "own_neighbour_change": 0.0201, "own_neighbour_change_se": 0.0015,
+             "own_active_neighbour_change": 0.0401, "own_active_neighbour_change_se": 0.0015,
+             "knn": 0.8123, "knn_se": 0.0039}]
+    (table,) = table_records(report.markdown_table(rows, report.LATENT_SPACE_COLUMNS))
     assert table == [
-        {"Codes": "prior N(0, I)", "Coverage": "95% ± 1%", "Neighbour change": "–",
-         "On its own codes": "–", "kNN accuracy": "–"},
-        {"Codes": "KL weight 1", "Coverage": "75% ± 2%", "Neighbour change": "0.051 ± 0.002",
-         "On its own codes": "0.040 ± 0.002", "kNN accuracy": "81.2% ± 0.4%"}]
+        {"Codes": "prior N(0, I)", "Active": "–", "Coverage": "95% ± 1%",
+         "Active coverage": "–", "Prior's": "–", "Active change": "–", "kNN": "–"},
+        {"Codes": "KL weight 5", "Active": "1", "Coverage": "75% ± 2%",
+         "Active coverage": "40% ± 1%", "Prior's": "100% ± 0.1%",
+         "Active change": "0.040 ± 0.002", "kNN": "81.2% ± 0.4%"}]
 
 
 def test_latent_space_table_small_coverage_se_stays_a_percentage():
     rows = [{"model": "prior N(0, I)", "coverage": 0.95, "coverage_se": 0.003}]
-    assert table_records(report.latent_space_table(rows))[0][0]["Coverage"] == "95% ± 0.3%"
+    assert table_records(report.markdown_table(rows, report.LATENT_SPACE_COLUMNS))[0][0][
+        "Coverage"] == "95% ± 0.3%"
 
 
 def test_generation_and_interpolation_tables():
@@ -536,12 +519,12 @@ def test_generation_and_interpolation_tables():
                    "confident_share_se": 0.0017, "digit_entropy": 0.99812,
                    "digit_entropy_se": 0.0004, "least_digit_share": 0.0892,
                    "least_digit_share_se": 0.0028}]
-    assert table_records(report.generation_table(generation)) == [[
+    assert table_records(report.markdown_table(generation, report.GENERATION_COLUMNS)) == [[
         {"Images": "MNIST test images", "Count": "10,000", "Confident": "97.1% ± 0.2%",
          "Digit entropy": "0.998 ± 0.0004", "Least digit": "8.9% ± 0.3%"}]]
     interpolation = [{"model": "baseline, weight 0", "n": 200, "smoothness": 0.3012,
                       "smoothness_se": 0.0101, "unclear": 0.4, "unclear_se": 0.021}]
-    assert table_records(report.interpolation_table(interpolation)) == [[
+    assert table_records(report.markdown_table(interpolation, report.INTERPOLATION_COLUMNS)) == [[
         {"Model": "baseline, weight 0", "Paths": "200", "Largest step / total": "0.301 ± 0.010",
          "Unclear interior frames": "40.0% ± 2.1%"}]]
 
@@ -680,3 +663,33 @@ def test_the_build_tools_find_the_build_folder_where_ca4_does(folder, monkeypatc
     assert build.build_dir() == settings.build_dir()
     assert build.build_dir() == (settings.PROJECT_DIR / "build" if folder is None
                                  else tmp_path / folder)
+
+
+def test_pca_overlap_of_constructed_clusters():
+    # Digits 0-7 in clusters of their own; 8 and 9 drawn from one and the same cluster.
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 50)
+    centres = np.stack([np.arange(10) * 10.0, np.zeros(10)], axis=1)
+    centres[9] = centres[8]
+    points = centres[labels] + rng.normal(0.0, 0.5, (500, 2))
+    found = task1_analyses.pca_overlap(points, labels, neighbours=10)
+    assert found["purity"][:8] == [1.0] * 8
+    assert 0.3 < found["purity"][8] < 0.7 and 0.3 < found["purity"][9] < 0.7
+    top = found["pairs"][0]
+    assert top["digits"] == [8, 9] and top["share"] == pytest.approx(
+        (1 - found["purity"][8] + 1 - found["purity"][9]) / 2)
+    assert all(pair["share"] == 0.0 for pair in found["pairs"][1:])
+
+
+def test_a_long_epoch_prints_a_line_within_it_and_the_pdf_drops_it():
+    lines: list[str] = []
+    log = training_log.TrainingLog("vae_kl1", 20, lines.append)
+    log.set_params({"steps": 469})
+    log.on_epoch_begin(2)
+    log.on_train_batch_end(99)  # 20 s have not passed: quiet
+    assert lines == []
+    log.QUIET_SECONDS = 0.0  # as if 20 s had passed at each batch
+    log.on_train_batch_end(234)
+    (line,) = lines
+    assert line.startswith("  vae_kl1 epoch 3/20  batch 235/469  ")
+    assert line.endswith("left in this epoch") and progress.EPOCH_LINE.match(line)

@@ -204,8 +204,8 @@ CODE_EDITS = {
     "figures: the print width": (
         "ca4lib/figures.py", "PRINT_WIDTH = 5.85", "PRINT_WIDTH = 6.0", False),
     "discussion_task2: a verdict's words": (
-        "ca4lib/discussion_task2.py", "The weight sets a clear trade-off",
-        "The weight sets a plain trade-off", False),
+        "ca4lib/discussion_task2.py", "A larger KL weight trades reconstruction for a smaller KL",
+        "A larger KL weight trades reconstruction for a lower KL", False),
     "explorer: the zoom": (
         "ca4lib/explorer.py", "EXPLORER_ZOOM = 7", "EXPLORER_ZOOM = 8", False),
     "mnist: the advice": (

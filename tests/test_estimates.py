@@ -612,7 +612,7 @@ def test_start_run_record_removes_the_last_metrics_and_records_the_provenance():
 
 
 def test_start_run_record_outside_a_git_checkout(tmp_path, patch_lookup):
-    patch_lookup(report.start_run_record, "PROJECT_DIR", tmp_path)
+    patch_lookup(report.provenance, "PROJECT_DIR", tmp_path)
     assert report.start_run_record("full", 1)["commit"] == "unknown (not a git checkout)"
 
 
@@ -674,9 +674,9 @@ def test_show_figure_saves_a_png_under_the_build_folder_and_closes_the_figure():
     figure, axis = plt.subplots()
     axis.plot([0, 1], [1, 0])
     number = figure.number
-    path = settings.build_dir() / "figures" / "test_figure_1.png"
+    path = settings.build_dir() / "figures" / "task1_loss.png"
     path.unlink(missing_ok=True)
-    figures.show_figure(figure, "test_figure_1")
+    figures.show_figure(figure, "task1_loss")
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert not plt.fignum_exists(number)
 
@@ -693,18 +693,36 @@ def test_show_figure_shows_the_saved_png_cropped_like_the_inline_backend(monkeyp
         cropped = io.BytesIO()
         # What matplotlib-inline shows for a figure: print_figure with bbox_inches="tight".
         figure.savefig(cropped, format="png", bbox_inches="tight")
-        figures.show_figure(figure, "test_figure_2")
-    (image,) = shown
-    saved = (settings.build_dir() / "figures" / "test_figure_2.png").read_bytes()
+        figures.show_figure(figure, "task1_pca", latent_dim=10, test_images=10000)
+    image, caption = shown
+    assert caption.data == ("**Figure 3.** The 10-number codes of the 10,000 test images "
+                            "projected on their first two principal components, coloured by "
+                            "digit.")
+    saved = (settings.build_dir() / "figures" / "task1_pca.png").read_bytes()
     assert image.data == saved
     assert PIL.Image.open(io.BytesIO(saved)).size == PIL.Image.open(cropped).size
     # Cropped: narrower than the uncropped 4 x 3 in canvas at the report's resolution.
     assert PIL.Image.open(io.BytesIO(saved)).size[0] < 4 * figures.REPORT_STYLE["figure.dpi"]
 
 
-@pytest.mark.parametrize("name", ["Task1", "task-1", "../escape", "a b", "", "figure.png"])
-def test_show_figure_rejects_a_bad_name(name):
+@pytest.mark.parametrize("name", ["Task1", "task-1", "../escape", "a b", "", "figure.png",
+                                  "task1_pcaa"])
+def test_show_figure_refuses_a_figure_the_report_does_not_declare(name):
     figure, _ = plt.subplots()
-    with pytest.raises(ValueError, match="name: expected lower-case letters, digits and '_'"):
+    with pytest.raises(ValueError, match="name: expected one of the report's figures"):
         figures.show_figure(figure, name)
     assert not (settings.build_dir() / "figures" / f"{name}.png").exists()
+
+
+@pytest.mark.parametrize("value, se, spec, shown", [
+    (-0.0225, 0.0140, ".2f", "-0.022 ± 0.014"),  # '-0.02 ± 0.01' would read as clear
+    (148.93, 0.31, ".1f", "148.9 ± 0.3"),  # agrees already: no digit added
+    (0.0166, 0.0083, ".1%", "1.7% ± 0.8%"),
+    (0.02, 0.0098, ".2f", "0.02 ± 0.01"),  # clear (2.04 SE), and printed as clear
+])
+def test_estimate_text_prints_the_digits_its_verdict_needs(value, se, spec, shown):
+    estimate = estimates.Estimate(value, se, 1000)
+    assert estimate.text(spec) == shown
+    printed, printed_se = (estimates.parsed(part) for part in shown.split(" ± "))
+    # An independent reading of the printed pair: |value| against 1.96 x SE (n = 1000).
+    assert (abs(printed) > 1.9623 * printed_se) == (abs(value) > 1.9623 * se)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import ca4_helpers as ca4
-from ca4lib import explorer, progress, report, settings
+from ca4lib import explorer, numbering, progress, report, settings
 from tools import build as build_tools
 
 NOTEBOOK = settings.PROJECT_DIR / "ca4.ipynb"
@@ -123,7 +123,7 @@ def test_notebook_runs_without_errors_or_warnings(executed) -> None:
 def test_terminal_shows_sections_and_progress(executed) -> None:
     _, _, terminal = executed
     lines = terminal.splitlines()
-    assert any(line.endswith("Task 1: A convolutional autoencoder > Training")
+    assert any(line.endswith("Task 1: a convolutional autoencoder > Data, model and training")
                for line in lines), terminal[:1000]
     epoch_lines = [line for line in lines if progress.EPOCH_LINE.match(line)]
     parameters = notebook_parameters()
@@ -139,8 +139,8 @@ def test_printed_lines_fit_the_pdf(executed) -> None:
     notebook, _, _ = executed
     text = "".join(o.get("text", "") for o in outputs_of(notebook)
                    if o.get("output_type") == "stream")
-    long = [line for line in text.splitlines()
-            if len(line) > OUTPUT_WIDTH and not progress.EPOCH_LINE.match(line)]
+    long = [line for line in text.splitlines() if len(line) > OUTPUT_WIDTH and not any(
+        pattern.match(line) for pattern in (progress.EPOCH_LINE, progress.TICKER_LINE))]
     assert not long, long
 
 
@@ -163,21 +163,46 @@ def test_explorer_is_a_one_line_note_outside_jupyterlab(executed) -> None:
     assert not [mime for mime in output.data if mime.startswith("image/")]
 
 
+ANSWERS = ("Originals against reconstructions.", "The latent space in two dimensions.",
+           "Q1: Why normalise the images?",
+           "Q2: How does the size of the latent space change the reconstructions?",
+           "Q3: Can autoencoders remove noise?", "The losses.", "The reconstructions.",
+           "Continuity of the latent space.", "Against a plain autoencoder.",
+           "Q2: Were the effects consistent with expectations?")
+
+
+def test_every_figure_and_table_has_its_number_and_caption_in_order(executed) -> None:
+    notebook, build, _ = executed
+    markdown = [o["data"]["text/markdown"] for o in outputs_of(notebook)
+                if "text/markdown" in o.get("data", {})]
+    for kind, names in (("Figure", numbering.FIGURES), ("Table", numbering.TABLES)):
+        shown = [int(number) for text in markdown
+                 for number in re.findall(rf"\*\*{kind} (\d+)\.\*\*", text)]
+        # The fast profile has no result file of the three seeds: its table is left out.
+        expected = [number + 1 for number, name in enumerate(names) if name != "task2_seeds"]
+        assert shown == expected, (kind, shown)
+    saved = sorted(path.stem for path in (build / "figures").glob("*.png"))
+    assert saved == sorted(numbering.FIGURES)
+    # The notebook's own text cites no number (only generated captions and sentences do,
+    # from ca4lib.numbering), and never points at 'the figure' without one.
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            assert not re.search(r"\b(Figure|Table) \d", cell.source), cell.source[:80]
+            assert not re.search(r"(see|below|above) the (figure|table)", cell.source)
+
+
 def test_notebook_shows_result_tables_and_numeric_answers(executed) -> None:
     notebook, _, _ = executed
     markdown = "\n".join(o["data"]["text/markdown"] for o in outputs_of(notebook)
                          if "text/markdown" in o.get("data", {}))
     for header in ("| Latent size |", "| KL weight |", "MSE per pixel", "Coverage",
-                   "KL per dimension", "Negative ELBO", "kNN accuracy", "| Images |",
-                   "Unclear interior frames", "Dead ReLU units", "$-\\log p(x)$, importance",
-                   "| prior N(0, I) |", "| MNIST test images |"):
+                   "KL per dimension", "Negative ELBO", "kNN", "| Images |",
+                   "Unclear interior frames", "Dead ReLU units", "| Model |",
+                   "| prior N(0, I) |", "| MNIST test images |", "Own minus other"):
         assert header in markdown, header
     # Tables print the uncertainty beside the numbers.
     assert re.search(r"\| \d+\.\d+ ± \d", markdown)
-    for answer in ("Q1: Why normalise?", "Q2: Latent size.",
-                   "Q3: Can autoencoders remove noise?", "Losses.", "Likelihood.",
-                   "Continuity of the latent space.", "Collapsed dimensions.", "Generation.",
-                   "Were the effects as expected?"):
+    for answer in ANSWERS:
         # An answer runs to the next bold heading: its list items belong to it.
         answer_text = re.split(r"\n\n\*\*|\n\n#", markdown.split(answer, 1)[1], maxsplit=1)[0]
         assert re.search(r"\d+\.\d+", answer_text), f"the answer {answer!r} quotes no number"
@@ -298,10 +323,8 @@ def test_pdf_export_holds_the_report(executed, tmp_path: Path) -> None:
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
                           capture_output=True, text=True).stdout
     flat = re.sub(r"\s+", " ", text)
-    for heading in ("Task 1: A convolutional autoencoder", "Task 2: A variational autoencoder",
-                    "Discussion of Task 1", "Discussion of Task 2", "Q1: Why normalise?",
-                    "Q2: Latent size.", "Q3: Can autoencoders remove noise?",
-                    "Continuity of the latent space."):
+    for heading in ("Task 1: a convolutional autoencoder", "Task 2: a variational autoencoder",
+                    "Appendix", *ANSWERS):
         assert heading in flat, f"{heading!r} is not in the PDF"
     # The implementation a grader marks is printed from the module.
     for code in ("class Sampling(layers.Layer):", "def train_step(self, data",
@@ -315,14 +338,15 @@ def test_pdf_export_holds_the_report(executed, tmp_path: Path) -> None:
                                 capture_output=True, text=True).stdout
     flat_first = re.sub(r"\s+", " ", first_page).strip()
     assert flat_first.startswith("Smoke run (profile fast): not the assignment.")
-    assert flat_first.index(report.TITLE) < flat_first.index("PROFILE = ")
+    assert flat_first.index(report.TITLE) < flat_first.index("The assignment")
     assert "Group not set" in flat_first and "Members not set" in flat_first
     # The explorer's place in the PDF: its one-line note, no widget.
     assert explorer.EXPLORER_NOTE in flat.replace("- ", "-"), "the explorer's note is not in the PDF"
     # Discussion cells are tagged hide-input: their answers are in the PDF, their code is not.
     assert "display(Markdown(f'''" not in text
     assert "↪" not in text, "a code line was wrapped in the PDF"
-    assert not [line for line in text.splitlines() if progress.EPOCH_LINE.match(line)]
+    assert not [line for line in text.splitlines()
+                if progress.EPOCH_LINE.match(line) or progress.RECORD_LINE.match(line)]
     assert not re.search(r"-[0-9a-f]{16}(\.partial)?\.npz", text), \
         "cache file names leaked into the report"
     # Every figure is printed at no more than about 150 pixels per inch.
@@ -331,3 +355,19 @@ def test_pdf_export_holds_the_report(executed, tmp_path: Path) -> None:
     ppi = [int(line.split()[12]) for line in listing if line.split()[2] == "image"]
     assert len(ppi) == EXPECTED_FIGURES
     assert max(ppi) <= 150, ppi
+
+
+def test_no_cell_is_silent_for_more_than_30_s(executed) -> None:
+    """The run log (every line with the seconds since the start, and where each cell starts
+    and ends) has no gap over 30 s: each cell prints within 30 s of its start and of its last
+    line, and ends within 30 s of its last line."""
+    notebook, build, _ = executed
+    log = build / build_tools.LOG_NAME
+    lines = build_tools.read_run_log(log)
+    assert lines[-1][2].startswith("-- run finished in "), lines[-3:]
+    started = [text for _, _, text in lines if build_tools.CELL_START.match(text)]
+    assert len(started) == sum(1 for cell in notebook.cells
+                               if cell.cell_type == "code" and cell.source.strip())
+    longest = build_tools.longest_silence(log)
+    assert longest is not None and longest.seconds <= 30, \
+        f"a silence over 30 s in {log}:\n{build_tools.describe_silence(longest)}"

@@ -129,7 +129,6 @@ CASES = [
                                                    np.zeros((3, 5)))),
     ("model", TypeError, lambda: vae_analyses.vae_encode("vae", GOOD)),
     ("model", TypeError, lambda: report.layer_rows("encoder")),
-    ("models", ValueError, lambda: report.summary_markdown()),
     ("rows", ValueError, lambda: report.markdown_table([], {"a": "A"})),
     ("rows", ValueError, lambda: figures.plot_image_rows({}, "empty")),
     ("column_labels", ValueError, lambda: figures.plot_image_rows({"a": GOOD}, "t", column_labels=["x"])),

@@ -1,0 +1,73 @@
+"""The appendix's paragraphs (ca4lib.discussion_appendix) on constructed rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_discussion_task2 import generation_rows, issue_sweep, objective_rows
+
+from ca4lib import discussion_appendix as appendix
+from ca4lib import seed_spread
+
+
+def test_models_beaten_on_their_own_objectives_and_the_slopes_that_show_it():
+    text = appendix.objectives_text(objective_rows(), issue_sweep())
+    assert "On weight 1's objective the weight-0.1 model does better than the model trained " \
+           "on it, by 6.0 ± 0.2 nats and weight 5's objective the weight-1 model" in text
+    # Slopes (distortion over rate): 0.1 -> 1: 11.7 / -5.7 = -2.05, inside [-1, -0.1]? No:
+    # minus the slope, 2.05, is outside [0.1, 1]; 1 -> 5: 7.3 / 0.5 = +14.6, outside [1, 5].
+    assert "-2.1 from weight 0.1 to 1 and 15 from weight 1 to 5" in text
+    assert "from 0.1 to 1 and from 1 to 5 it does not" in text
+
+
+def test_each_model_best_on_its_own_objective_with_slopes_inside():
+    sweep = [{"kl_weight": 1.0, "kl": 6.0, "reconstruction": 140.0},
+             {"kl_weight": 5.0, "kl": 4.0, "reconstruction": 146.0}]  # slope -3, in [1, 5]
+    rows = [dict(row, own_minus_rival=-1.0) for row in objective_rows()[1:]]
+    text = appendix.objectives_text(rows, sweep)
+    assert "Each model does best on its own objective." in text
+    assert "-3 from weight 1 to 5: each between the minus weights of its ends" in text
+
+
+def test_generation_text_names_the_most_recognisable_samples():
+    text = appendix.generation_text(generation_rows())
+    assert "The most recognisable samples come from the VAE KL weight 1" in text
+    assert "97.0% of the real test images" in text
+
+
+def seeds_file(tmp_path, neg_elbo_42):
+    results = {str(seed): {"sweep": [{"kl_weight": w, "neg_elbo": value + seed - 42,
+                                      "reconstruction": 1.0, "kl": 1.0}
+                                     for w, value in zip((0.1, 1.0, 5.0), neg_elbo_42)]}
+               for seed in (42, 43, 44)}
+    path = tmp_path / "seeds.json"
+    path.write_text(json.dumps({"profile": "full", "epochs": 20, "seeds": [42, 43, 44],
+                                "commit": "0123456789abcdef", "date": "2026-12-06T20:00",
+                                "results": results}))
+    return seed_spread.load_seed_spread("full", 20, path)
+
+
+@pytest.mark.parametrize("shift, words", [
+    (0.0, "Its seed 42 gives this run's numbers exactly: the same models."),
+    (0.5, "Its seed 42 differs from this run's models at weight 0.1, 1 and 5"),
+])
+def test_seeds_text_checks_that_the_experiment_measured_these_models(tmp_path, shift, words):
+    spread = seeds_file(tmp_path, [143.0 + shift, 149.0 + shift, 156.8 + shift])
+    text = appendix.seeds_text(spread, issue_sweep(), seed=42)
+    assert words in text
+    assert "seeds 42, 43 and 44" in text and "commit 0123456789ab, 2026-12-06" in text
+
+
+def test_seeds_text_without_results():
+    assert "No results of `experiments/sweep_seeds.py` for this profile" in \
+        appendix.seeds_text(None, issue_sweep(), seed=42)
+
+
+def test_seed_rows_give_each_seed_and_the_standard_deviation(tmp_path):
+    spread = seeds_file(tmp_path, [143.0, 149.0, 156.8])
+    rows = appendix.seed_rows(spread)
+    elbo = [row for row in rows if row["measure"] == "Negative ELBO"]
+    assert [row["kl_weight"] for row in elbo] == [0.1, 1.0, 5.0]
+    assert (elbo[0]["seed_42"], elbo[0]["seed_43"], elbo[0]["seed_44"], elbo[0]["sd"]) == (
+        "143.0", "144.0", "145.0", "1.0")

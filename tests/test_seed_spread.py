@@ -1,0 +1,89 @@
+"""The spread over training seeds (ca4lib.seed_spread): read from constructed result files, and
+the rule that a difference between weights is clear only beyond both its interval and it."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+
+from ca4lib import seed_spread
+from ca4lib.estimates import Estimate
+
+
+def result_file(tmp_path, per_seed, profile="full", epochs=20, metric="neg_elbo"):
+    """A sweep_seeds.json with one sweep row per (seed, weight): {seed: {weight: value}}."""
+    results = {str(seed): {"sweep": [{"kl_weight": weight, metric: value, "n": 10000}
+                                     for weight, value in values.items()],
+                           "training_seconds": {"1": 1.0}}
+               for seed, values in per_seed.items()}
+    path = tmp_path / "sweep_seeds.json"
+    path.write_text(json.dumps({"profile": profile, "epochs": epochs, "seeds": list(per_seed),
+                                "commit": "abc", "date": "2026-12-06", "results": results}))
+    return path
+
+
+def test_the_spread_of_a_difference_is_its_standard_deviation_over_seeds(tmp_path):
+    path = result_file(tmp_path, {42: {1.0: 150.0, 5.0: 160.0}, 43: {1.0: 151.0, 5.0: 163.0},
+                                  44: {1.0: 149.0, 5.0: 158.0}})
+    spread = seed_spread.load_seed_spread("full", 20, path)
+    assert spread.seeds == (42, 43, 44)
+    assert spread.of("sweep", "neg_elbo", 5.0) == [160.0, 163.0, 158.0]
+    assert spread.differences("sweep", "neg_elbo", 1.0, 5.0) == [10.0, 12.0, 9.0]
+    assert spread.difference_sd("sweep", "neg_elbo", 1.0, 5.0) == pytest.approx(
+        statistics.stdev([10.0, 12.0, 9.0]))
+
+
+@pytest.mark.parametrize("profile, epochs", [("fast", 20), ("full", 2)])
+def test_no_spread_for_another_profile_or_epoch_count(tmp_path, profile, epochs):
+    path = result_file(tmp_path, {42: {1.0: 1.0}, 43: {1.0: 2.0}})
+    assert seed_spread.load_seed_spread(profile, epochs, path) is None
+    assert seed_spread.load_seed_spread("full", 20, tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize("value, se, spread, sign", [
+    (-24.7, 0.48, 3.0, -1),  # clear on the images and beyond the seeds' spread
+    (1.66, 0.35, 3.0, 0),  # clear on the images, within the seeds' spread: not clear
+    (0.5, 0.4, 0.1, 0),  # not clear on the images, whatever the seeds
+    (1.66, 0.35, None, 1),  # no spread known: the images' interval decides
+])
+def test_clear_sign_needs_the_interval_and_the_spread(value, se, spread, sign):
+    assert seed_spread.clear_sign(Estimate(value, se, 1000), spread) == sign
+
+
+def test_step_signs_of_a_rise_then_fall(tmp_path):
+    rows = [{"kl_weight": 0.1, "n": 1000, "recognised": 0.708},
+            {"kl_weight": 1.0, "n": 1000, "recognised": 0.725, "recognised_change": 0.0166,
+             "recognised_change_se": 0.0035},
+            {"kl_weight": 5.0, "n": 1000, "recognised": 0.478, "recognised_change": -0.247,
+             "recognised_change_se": 0.0048}]
+    assert seed_spread.step_signs(rows, "recognised", None) == [1, -1]
+    path = result_file(tmp_path, {42: {0.1: 0.70, 1.0: 0.74, 5.0: 0.48},
+                                  43: {0.1: 0.71, 1.0: 0.70, 5.0: 0.50}}, metric="recognised")
+    spread = seed_spread.load_seed_spread("full", 20, path)
+    # The first step moves by 0.04 and -0.01 between seeds: its 0.017 is within that spread.
+    assert seed_spread.step_signs(rows, "recognised", spread) == [0, -1]
+
+
+def test_a_model_beaten_on_its_own_objective():
+    # Per image (reconstruction, KL): the weight-5 model pays 150 + 5 x 6.8 = 184; the
+    # weight-1 model 142.7 + 5 x 6.3 = 174.2 on the weight-5 objective: it does better there.
+    from ca4lib import vae_analyses
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 1.0, 500)
+
+    def terms(reconstruction, kl):
+        return {"reconstruction": reconstruction + noise, "kl": np.full(500, kl)}
+
+    rows = vae_analyses.objective_rows({1.0: terms(142.7, 6.3), 5.0: terms(150.0, 6.8)})
+    at_one, at_five = rows
+    assert at_five["objective"] == 5.0 and at_five["rival"] == 1.0
+    assert at_five["own"] == pytest.approx(150.0 + 5 * 6.8 + noise.mean())
+    assert at_five["rival_score"] == pytest.approx(142.7 + 5 * 6.3 + noise.mean())
+    assert at_five["own_minus_rival"] == pytest.approx(184.0 - 174.2)
+    assert at_five["own_minus_rival_se"] == pytest.approx(0.0, abs=1e-9)  # paired: same noise
+    # On the weight-1 objective the weight-1 model wins: 149.0 against 156.8.
+    assert at_one["own_minus_rival"] == pytest.approx(142.7 + 6.3 - (150.0 + 6.8))
