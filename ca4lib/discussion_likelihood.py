@@ -18,7 +18,8 @@ from typing import Any
 from ca4lib.estimates import Estimate, number, standard_error_text
 from ca4lib.likelihood import AGREEMENT_NATS, agreement_of
 from ca4lib.report import markdown_table
-from ca4lib.wording import joined, weights_text
+from ca4lib.seed_spread import SeedSpread, clear_sign
+from ca4lib.wording import joined, listed, weights_text
 
 ESTIMATE_NAMES = {"quadrature": "quadrature", "importance": "importance sampling"}
 
@@ -167,15 +168,20 @@ def method_text(rows: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
-def comparison_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The weights compared by their headline -log p(x), and the variational gaps."""
+def comparison_text(rows: Sequence[Mapping[str, Any]], spread: SeedSpread | None = None
+                    ) -> str:
+    """The weights compared by their headline -log p(x), and the variational gaps; a difference
+    counts only beyond its interval and, where known, its spread over training seeds."""
     weights = [row["kl_weight"] for row in rows]
     best = min(rows, key=lambda row: row["nll_above_best"])  # 0 for the lowest
     above = {row["kl_weight"]: Estimate(row["nll_above_best"], row["nll_above_best_se"],
                                         row["n"]) for row in rows if row is not best}
-    ties = [weight for weight, found in above.items() if found.sign == 0]
+    sds = {weight: (None if spread is None else spread.difference_sd(
+        "likelihood", "nll", best["kl_weight"], weight)) for weight in above}
+    signs = {weight: clear_sign(found, sds[weight]) for weight, found in above.items()}
+    ties = [weight for weight in above if signs[weight] == 0]
     clear = [f"weight {weight:g} by {interval_text(found)}" for weight, found in above.items()
-             if found.sign != 0]
+             if signs[weight] != 0]
     mixed = len({row["estimate"] for row in rows}) > 1
     chosen = "each weight's better estimate" if mixed else "the better estimate"
     text = (f"By {chosen}, "
@@ -183,6 +189,11 @@ def comparison_text(rows: Sequence[Mapping[str, Any]]) -> str:
             + (f", not clearly below weight {weights_text(ties)}" if ties else "")
             + (f"; clearly above it are {', '.join(clear)} nats (paired over the same images)"
                if clear else "") + ".")
+    if spread is not None:
+        text += (f" Over {len(spread.seeds)} training seeds these differences vary by "
+                 + listed([f"{number(sd, '.2g')} nats (weight {weight:g})"
+                           for weight, sd in sds.items()])
+                 + " (standard deviation), and a difference counts only beyond that.")
     gaps = ", ".join(interval_text(Estimate(r["variational_gap"], r["variational_gap_se"],
                                             r["n"])) for r in rows)
     return (text + f" The variational gap, negative ELBO minus that $-\\log p(x)$, is {gaps} "
@@ -190,14 +201,15 @@ def comparison_text(rows: Sequence[Mapping[str, Any]]) -> str:
             f"$q(z \\mid x)$ is not the true posterior.")
 
 
-def likelihood_paragraph(rows: Sequence[Mapping[str, Any]]) -> str:
+def likelihood_paragraph(rows: Sequence[Mapping[str, Any]], spread: SeedSpread | None = None
+                         ) -> str:
     """The likelihood of the test digits: the two estimates, which one is better at each weight
     and why, the difference's median and tails, the K sweep and the step check, and the
-    weights compared by the better estimate."""
+    weights compared by the better estimate (beyond the spread over seeds, where known)."""
     if not rows:
         raise ValueError("rows: expected one row per KL weight, got none")
     return " ".join([method_text(rows), *(weight_sentences(row) for row in rows),
-                     comparison_text(rows)])
+                     comparison_text(rows, spread)])
 
 
 def likelihood_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -10,8 +10,9 @@ The report compares KL weights on the test images of one trained model per weigh
 intervals leave out the spread between training runs. This script trains the same sweep
 (`ca4.run_kl_sweep`: the notebook's data, epochs, batch and schedule) at each seed and measures
 each model with the notebook's own analyses (`ca4lib.vae_analyses.vae_sweep_rows`,
-`ca4lib.latent_space.latent_space_rows`, `ca4lib.generation.generation_row`), so that the
-report can put the spread over seeds beside every comparison between weights. The seed sets
+`ca4lib.latent_space.latent_space_rows`, `ca4lib.generation.generation_row`, and -log p(x) by
+importance sampling with the profile's fewest samples), so that the report can put the spread
+over seeds beside every comparison between weights. The seed sets
 the initial weights, the shuffling and the sampling noise.
 
 Writes experiments/results/sweep_seeds.json (committed; the report reads it) with the commit,
@@ -37,6 +38,7 @@ from ca4lib import (  # noqa: E402
     generation,
     inference,
     latent_space,
+    likelihood,
     measures,
     progress,
     report,
@@ -79,7 +81,15 @@ def measure_seed(seed: int, profile: settings.Profile, data: dict[str, np.ndarra
         f"KL weight {w:g}", *measures.classify(classifier, inference.decode_codes(
             r.model.decoder, codes)), seed=settings.DEFAULT_SEED), "kl_weight": w}
         for w, r in runs.items()]
+    # -log p(x) by importance sampling with the fewest samples of the notebook's profile: the
+    # differences between weights, seed to seed, not the best estimate of each.
+    subset = x_test[: profile.likelihood_images]
+    nll = {w: -float(np.mean(inference.cached_analysis(
+        likelihood.importance_log_likelihood, r.model, subset, profile.importance_samples[:1],
+        settings.DEFAULT_SEED)["log_likelihood"])) for w, r in runs.items()}
     return {"training_seconds": {f"{w:g}": round(r.seconds, 1) for w, r in runs.items()},
+            "likelihood": [{"kl_weight": w, "nll": value, "samples": profile.importance_samples[0],
+                            "images": len(subset)} for w, value in nll.items()],
             "sweep": [scalars(row) for row in sweep],
             "latent_space": [scalars(row) for row in space],
             "generation": [scalars(row) for row in generated]}

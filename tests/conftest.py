@@ -1,5 +1,6 @@
-"""Shared set-up for the ca4 tests: import path, a private build folder, small real MNIST,
-and a JupyterLab server on the project."""
+"""Shared set-up for the ca4 tests: import path, a private build folder, small real MNIST, a
+VAE with one latent dimension at the prior (test_models.py, test_vae_analyses.py), and a
+JupyterLab server on the project."""
 
 from __future__ import annotations
 
@@ -106,6 +107,23 @@ def mnist_small(mnist_raw):
         "validation_images": ca4.normalize_images(x_test[:VALIDATION_SIZE]),
         "validation_labels": y_test[:VALIDATION_SIZE].astype(np.int64),
     }
+
+
+@pytest.fixture(scope="module")
+def vae_with_collapsed_dimension():
+    """An untrained 2-D VAE whose dimension 1 is exactly the prior; dimension 0 is shifted."""
+    ca4.set_seed(0)
+    model = ca4.build_vae(2, kl_weight=1.0, seed=0)
+    for name in ("z_mean", "z_log_var"):
+        layer = model.encoder.get_layer(name)
+        kernel, bias = (np.array(w) for w in layer.get_weights())
+        kernel[:, 1] = 0.0
+        bias[1] = 0.0
+        if name == "z_mean":
+            bias[0] = 1.0  # mean >= about 1 in dimension 0: KL about 0.5, clearly active
+        layer.set_weights([kernel, bias])
+    images = np.random.default_rng(0).uniform(size=(16, 28, 28, 1)).astype(np.float32)
+    return model, images
 
 
 @pytest.fixture

@@ -16,7 +16,13 @@ def autoencoder_row(**changes):
            "grey_change": 0.08, "grey_change_se": 0.0008, "originals_grey": 0.13,
            "shown": [{"digit": d, "read": d} for d in range(10)],
            "pca_explained_variance": [0.32, 0.21]}
-    for name, value in changes.items():
+    return with_values(row, changes)
+
+
+def with_values(row: dict, values: dict) -> dict:
+    """Set each of `values` in `row`; a (value, se) pair sets the field and its `_se` field.
+    test_discussion_task2.py builds its rows with it too."""
+    for name, value in values.items():
         if isinstance(value, tuple):
             row[name], row[f"{name}_se"] = value
         else:

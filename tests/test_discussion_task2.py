@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_discussion_task1 import with_values
 
 from ca4lib import discussion_task2 as answers
 from ca4lib import seed_spread
@@ -19,12 +20,7 @@ def sweep_row(weight, n=10000, **values):
            "mean_variance": [1.0, 0.8], "aggregate_variance": [1.0, 1.0],
            "kl_per_dimension": [3.0, 2.0], "mean_sigma": 0.2, "neg_elbo_above_best": 0.0,
            "neg_elbo_above_best_se": 0.1}
-    for name, value in values.items():
-        if isinstance(value, tuple):
-            row[name], row[f"{name}_se"] = value
-        else:
-            row[name] = value
-    return row
+    return with_values(row, values)
 
 
 def issue_sweep():

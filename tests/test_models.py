@@ -1,4 +1,11 @@
-"""Model builders, the VAE's loss terms and sampling, training steps and the latent grid."""
+"""ca4_helpers.py's models: the builders, the VAE's loss terms and sampling, its training steps
+and `vae_test_terms`, each against an independent NumPy computation (binary cross-entropy,
+the closed-form KL, Bernoulli log-likelihoods) or a constructed model whose posterior is
+known.
+
+The NumPy formulas and the constructed models (`constant_posterior_vae`, `fitted_encoder`,
+`linear_decoder`) live here; the room tests that need them import them from this file.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ import numpy as np
 import pytest
 
 import ca4_helpers as ca4
-from ca4lib import latent_space, measures
+from ca4lib import vae_analyses
 
 
 def to_numpy(value) -> np.ndarray:
@@ -39,6 +46,21 @@ def numpy_kl(z_mean, z_log_var) -> np.ndarray:
     return 0.5 * (np.exp(lv) + m**2 - 1.0 - lv)
 
 
+EPSILON = np.float32(1e-7)  # Keras' clipping of probabilities
+
+
+def numpy_log_likelihood(images: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """log p(x|z) summed over the pixels, in float64, probabilities clipped as Keras does."""
+    x = np.asarray(images, np.float64).reshape(len(images), -1)
+    p = np.clip(np.asarray(probabilities, np.float32), EPSILON, np.float32(1) - EPSILON)
+    p = p.astype(np.float64).reshape(len(images), -1, x.shape[1])
+    return (x[:, None] * np.log(p) + (1 - x[:, None]) * np.log(1 - p)).sum(axis=-1)
+
+
+def uniform_images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(size=(count, 28, 28, 1)).astype(np.float32)
+
+
 def numpy_vae_terms(model, images, targets) -> tuple[float, float]:
     """The VAE's reconstruction and KL terms recomputed from its encoder and decoder outputs.
 
@@ -55,6 +77,50 @@ def push_posterior_from_the_prior(model) -> None:
     next to the reconstruction term (about 543 nats untrained)."""
     model.encoder.get_layer("z_mean").bias.assign(np.array([1.0, -2.0], np.float32))
     model.encoder.get_layer("z_log_var").bias.assign(np.array([0.5, -1.0], np.float32))
+
+
+def constant_posterior_vae(z_mean, z_log_var, kl_weight: float = 1.0) -> ca4.VariationalAutoencoder:
+    """A VAE whose encoder ignores the image: z_mean and z_log_var are the given constants."""
+    model = ca4.build_vae(2, kl_weight=kl_weight, seed=0)
+    for name, bias in (("z_mean", z_mean), ("z_log_var", z_log_var)):
+        dense = model.encoder.get_layer(name)
+        dense.kernel.assign(np.zeros(dense.kernel.shape, np.float32))
+        dense.bias.assign(np.asarray(bias, np.float32))
+    return model
+
+
+def linear_decoder(w0: np.ndarray, bias: np.ndarray, w1: np.ndarray | None = None
+                   ) -> keras.Model:
+    """Input(2) -> Dense(784, sigmoid) -> Reshape(28, 28, 1): p = sigmoid(w0 z0 + w1 z1 + b)."""
+    latent = keras.Input((2,))
+    dense = keras.layers.Dense(784, activation="sigmoid")
+    model = keras.Model(latent, keras.layers.Reshape((28, 28, 1))(dense(latent)))
+    kernel = np.zeros((2, 784), np.float32)
+    kernel[0] = w0
+    if w1 is not None:
+        kernel[1] = w1
+    dense.set_weights([kernel, np.asarray(bias, np.float32)])
+    return model
+
+
+def fitted_encoder(images: np.ndarray, z_mean: np.ndarray, z_log_var: np.ndarray) -> keras.Model:
+    """An encoder (Flatten -> two Dense) that maps each given image to its given posterior."""
+    pixels = keras.Input((28, 28, 1))
+    flat = keras.layers.Flatten()(pixels)
+    outputs = [keras.layers.Dense(2, name=name)(flat) for name in ("z_mean", "z_log_var")]
+    encoder = keras.Model(pixels, outputs)
+    # Least squares: a kernel K with x_i K = target_i for each (linearly independent) image;
+    # an image of zeros gets its target from the bias.
+    pixels = images.reshape(len(images), -1).astype(np.float64)
+    for name, target in (("z_mean", z_mean), ("z_log_var", z_log_var)):
+        target = np.asarray(target, np.float64)
+        if not pixels.any():
+            weights = [np.zeros((784, 2), np.float32), target[0].astype(np.float32)]
+        else:
+            weights = [(np.linalg.pinv(pixels) @ target).astype(np.float32),
+                       np.zeros(2, np.float32)]
+        encoder.get_layer(name).set_weights(weights)
+    return encoder
 
 
 # --- shapes ---------------------------------------------------------------------------------------
@@ -126,6 +192,16 @@ def test_kl_per_dimension_of_a_known_case():
                                rtol=1e-6, atol=1e-7)
 
 
+def test_kl_per_dimension_is_zero_for_the_prior_and_matches_the_closed_form():
+    z_mean = np.array([[1.5, 0.0], [-0.3, 0.0], [0.0, 0.0]], np.float32)
+    z_log_var = np.array([[0.2, 0.0], [-1.0, 0.0], [0.7, 0.0]], np.float32)
+    kl = np.asarray(ca4.kl_per_dimension(z_mean, z_log_var))
+    assert kl.shape == (3, 2)
+    np.testing.assert_array_equal(kl[:, 1], 0.0)
+    np.testing.assert_allclose(kl[:, 0], numpy_kl(z_mean[:, 0], z_log_var[:, 0]), rtol=1e-5)
+    assert np.all(kl[:, 0] > 0)
+
+
 def test_reconstruction_loss_is_summed_pixel_bce():
     rng = np.random.default_rng(1)
     targets = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
@@ -138,34 +214,6 @@ def test_reconstruction_loss_is_summed_pixel_bce():
     expected = numpy_bce(targets, predictions).reshape(3, 784).sum(axis=1).mean()
     actual = float(to_numpy(ca4.reconstruction_loss(targets, predictions)))
     np.testing.assert_allclose(actual, expected, rtol=1e-5)
-
-
-def test_mean_binary_cross_entropy_matches_keras_and_numpy():
-    rng = np.random.default_rng(2)
-    targets = rng.uniform(size=(4, 28, 28, 1)).astype(np.float32)
-    targets[0] = 0.0
-    targets[1, :, :5] = 1.0
-    predictions = rng.uniform(0.01, 0.99, size=(4, 28, 28, 1)).astype(np.float32)
-    predictions[2, 0, :5] = 0.0  # clipped at 1e-7
-    predictions[3, 1, :5] = 1.0
-    actual = measures.mean_binary_cross_entropy(targets, predictions)
-    keras_value = float(to_numpy(keras.losses.BinaryCrossentropy()(targets, predictions)))
-    assert actual == pytest.approx(keras_value, rel=1e-6)
-    assert actual == pytest.approx(float(numpy_bce(targets, predictions).mean()), rel=1e-5)
-
-
-def test_mean_binary_cross_entropy_known_values():
-    rng = np.random.default_rng(3)
-    targets = rng.uniform(size=(2, 28, 28, 1)).astype(np.float32)
-    # A prediction of 1/2 costs ln 2 whatever the target.
-    half = np.full_like(targets, 0.5)
-    assert measures.mean_binary_cross_entropy(targets, half) == pytest.approx(math.log(2), rel=1e-6)
-    # Certain and wrong: the cost is capped by the clipping at 1e-7 (float32), not infinite.
-    ones, zeros = np.ones_like(targets), np.zeros_like(targets)
-    capped = -math.log(float(np.float32(1e-7)))
-    assert measures.mean_binary_cross_entropy(ones, zeros) == pytest.approx(capped, rel=1e-5)
-    # Certain and right: almost nothing.
-    assert measures.mean_binary_cross_entropy(ones, ones) < 1e-6
 
 
 # --- sampling -------------------------------------------------------------------------------------
@@ -289,86 +337,53 @@ def test_train_step_weights_the_kl_term(kl_weight, mnist_small, monkeypatch):
     assert unchanged == [kl_weight == 0] * 2
 
 
-# --- latent grids ---------------------------------------------------------------------------------
+# --- vae_test_terms: the loss terms per test image ------------------------------------------------
 
 
-class CountingDecoder:
-    """Wraps a decoder and records each call (the helper must decode the grid in one batch)."""
-
-    def __init__(self, decoder):
-        self.decoder = decoder
-        self.batch_sizes: list[int] = []
-
-    @property
-    def input_shape(self):
-        return self.decoder.input_shape
-
-    def __call__(self, points, training=False):
-        self.batch_sizes.append(len(points))
-        return self.decoder(points, training=training)
+def test_vae_test_terms_of_a_dimension_that_is_the_prior(vae_with_collapsed_dimension):
+    model, images = vae_with_collapsed_dimension
+    terms = ca4.vae_test_terms(model, images, seed=0)
+    z_mean, z_log_var = (np.asarray(t, np.float64) for t in model.encoder(images, training=False))
+    np.testing.assert_array_equal(z_mean[:, 1], 0.0)  # the construction holds
+    kl = terms["kl_per_dimension"]
+    assert kl.shape == (16, 2)
+    np.testing.assert_allclose(kl[:, 1], 0.0, atol=1e-7)
+    np.testing.assert_allclose(kl[:, 0], numpy_kl(z_mean[:, 0], z_log_var[:, 0]),
+                               rtol=1e-4)
+    np.testing.assert_allclose(terms["kl"], kl.sum(axis=1), rtol=1e-12)
+    assert np.all(kl[:, 0] > 10 * vae_analyses.PRIOR_LIKE_NATS)
 
 
-@pytest.fixture(scope="module")
-def decoder_2d():
-    ca4.set_seed(0)
-    return ca4.build_decoder(2)
+def test_vae_test_terms_of_known_posteriors():
+    mean, log_var = np.array([1.0, -0.5]), np.array([0.5, -1.0])
+    model = constant_posterior_vae(mean, log_var)
+    images = uniform_images(6)
+    terms = ca4.vae_test_terms(model, images, seed=3)
+    np.testing.assert_allclose(terms["z_mean"], np.tile(mean, (6, 1)), rtol=1e-6)
+    np.testing.assert_allclose(terms["z_log_var"], np.tile(log_var, (6, 1)), rtol=1e-6)
+    expected_kl = numpy_kl(mean, log_var)
+    np.testing.assert_allclose(terms["kl_per_dimension"], np.tile(expected_kl, (6, 1)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(terms["kl"], np.full(6, expected_kl.sum()), rtol=1e-6)
+    decoded_mean = np.asarray(model.decoder(np.tile(mean, (6, 1)).astype(np.float32)))
+    np.testing.assert_allclose(terms["mean_reconstruction"],
+                               -numpy_log_likelihood(images, decoded_mean)[:, 0], rtol=1e-5)
+    decoded_sample = np.asarray(model.decoder(terms["z"].astype(np.float32)))
+    np.testing.assert_allclose(terms["reconstruction"],
+                               -numpy_log_likelihood(images, decoded_sample)[:, 0], rtol=1e-5)
+    # One sample per image from q(z|x), away from the mean, reproducible by its seed.
+    assert terms["z"].shape == (6, 2) and not np.allclose(terms["z"], terms["z_mean"])
+    np.testing.assert_array_equal(terms["z"], ca4.vae_test_terms(model, images, seed=3)["z"])
+    assert not np.allclose(terms["z"], ca4.vae_test_terms(model, images, seed=4)["z"])
 
 
-@pytest.mark.parametrize("n", [15, 4])
-def test_decode_latent_grid_decodes_once(n, decoder_2d):
-    counting = CountingDecoder(decoder_2d)
-    grid = latent_space.decode_latent_grid(counting, points_per_side=n)
-    assert counting.batch_sizes == [n * n]
-    assert grid.shape == (28 * n, 28 * n)
-    assert np.all((grid > 0) & (grid < 1))
-
-
-def test_decode_latent_grid_tiles_row_major_from_the_top():
-    n = 3
-    points = latent_space.latent_grid_points(n)
-
-    class IndexDecoder:
-        """Decodes point k to an image filled with k, to see where each tile lands."""
-
-        input_shape = (None, 2)
-
-        def __call__(self, batch, training=False):
-            index = np.array([np.flatnonzero((points == p).all(axis=1))[0] for p in np.asarray(batch)])
-            return np.broadcast_to(index[:, None, None, None], (len(batch), 28, 28, 1)).astype(float)
-
-    grid = latent_space.decode_latent_grid(IndexDecoder(), points_per_side=n)
-    for row in range(n):
-        for column in range(n):
-            tile = grid[28 * row:28 * (row + 1), 28 * column:28 * (column + 1)]
-            assert np.all(tile == row * n + column)
-            z0, z1 = points[row * n + column]
-            # Left to right z[0] grows, top to bottom z[1] falls.
-            assert z0 == pytest.approx([-2, 0, 2][column]) and z1 == pytest.approx([2, 0, -2][row])
-
-
-def test_decode_latent_grid_rejects_other_latent_sizes():
-    with pytest.raises(ValueError, match="decoder"):
-        latent_space.decode_latent_grid(CountingDecoder(ca4.build_decoder(3)), points_per_side=2)
-
-
-def test_linear_grid_covers_the_extent():
-    points = latent_space.latent_grid_points(15, extent=2.0)
-    assert points.shape == (225, 2) and points.dtype == np.float32
-    corners = {(x, y) for x, y in np.round(points, 6).tolist() if abs(x) == 2 and abs(y) == 2}
-    assert corners == {(-2.0, -2.0), (-2.0, 2.0), (2.0, -2.0), (2.0, 2.0)}
-    assert points.min() == -2.0 and points.max() == 2.0
-    np.testing.assert_allclose(points[0], [-2.0, 2.0])  # top-left first
-    np.testing.assert_allclose(points[-1], [2.0, -2.0])
-    assert len(np.unique(points[:, 0])) == 15 and len(np.unique(points[:, 1])) == 15
-
-
-def test_gaussian_grid_is_symmetric():
-    points = latent_space.latent_grid_points(7, spacing="gaussian")
-    axis = np.unique(points[:, 0])
-    assert len(axis) == 7
-    np.testing.assert_allclose(axis, -axis[::-1], atol=1e-6)
-    np.testing.assert_allclose(np.unique(points[:, 1]), axis, atol=1e-6)
-    # Quantiles 5 % ... 95 %: steps widen towards the tails.
-    steps = np.diff(axis)
-    assert steps[0] > steps[len(steps) // 2]
-    assert axis[-1] == pytest.approx(1.6448536, rel=1e-5)
+def test_vae_test_terms_samples_follow_the_posterior():
+    mean, log_var = np.array([2.0, -1.0]), np.array([-2.0, 1.0])
+    # A dense encoder and decoder are fast: 2,000 images and samples.
+    images = np.zeros((2000, 28, 28, 1), np.float32)
+    vae = ca4.VariationalAutoencoder(fitted_encoder(images[:1], mean[None], log_var[None]),
+                                     linear_decoder(np.zeros(784), np.zeros(784)))
+    z = ca4.vae_test_terms(vae, images, seed=0)["z"]
+    standardised = (z - mean) / np.exp(0.5 * log_var)
+    np.testing.assert_allclose(standardised.mean(axis=0), 0.0, atol=0.1)  # SE 0.022
+    np.testing.assert_allclose(standardised.std(axis=0), 1.0, atol=0.06)  # SE 0.016

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from test_models import MeanSampling
 
 import ca4_helpers as ca4
 from ca4lib import checkpoints, inference, storage, vae_analyses
@@ -34,16 +35,6 @@ def forbid_fit(monkeypatch: pytest.MonkeyPatch) -> None:
         raise FitCalled(self.name)
 
     monkeypatch.setattr(keras.Model, "fit", fit)
-
-
-class MeanSampling(keras.layers.Layer):
-    """Stands in for ca4.Sampling and returns z_mean: the VAE's loss terms become deterministic."""
-
-    def __init__(self, seed=None, **kwargs):
-        super().__init__(**kwargs)
-
-    def call(self, inputs):
-        return inputs[0]
 
 
 def builder(kind: str, latent_dim: int, learning_rate: float | None):

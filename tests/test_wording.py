@@ -1,4 +1,5 @@
-"""Numbers in sentences (ca4lib.wording): lists, percentages, steps, verdicts."""
+"""Numbers in sentences (ca4lib.wording): lists, percentages, steps, verdicts, on constructed
+values and estimates whose wording is known."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import pytest
 
 from ca4lib import wording
 from ca4lib.estimates import Estimate
+
+
+def test_joined_formats_values_for_a_sentence():
+    assert wording.joined([0.1, 1.0, 5.0], "g") == "0.1 / 1 / 5"
+    assert wording.joined([0.12345, 2], ".2f", ", ") == "0.12, 2.00"
+    assert wording.joined([]) == ""
 
 
 @pytest.mark.parametrize("names, text", [

@@ -1,8 +1,11 @@
-"""Figures (structure, labels, legends, legibility in the PDF), PCA and the Markdown helpers."""
+"""Every figure (ca4lib.figures): structure, labels, legends, ticks against the latent values
+they mark, error bars against the t quantile, legibility in the PDF, and `show_figure`
+saving and showing what the inline backend would, on constructed images, codes, rows and
+decoders whose output is known."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
 
 import matplotlib
 import matplotlib.figure
@@ -10,12 +13,16 @@ import matplotlib.patches
 import matplotlib.pyplot as plt
 import matplotlib.text
 import numpy as np
+import PIL.Image
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from scipy import stats
 from scipy.stats import norm
+from test_measures import orthogonal_codes
+from test_models import linear_decoder
 
 import ca4_helpers as ca4
-from ca4lib import figures, latent_space, measures, progress, report
+from ca4lib import figures, latent_space, settings
 
 # conftest.py sets MPLBACKEND=Agg before matplotlib is imported (no display needed) and
 # closes every figure after each test.
@@ -62,6 +69,55 @@ def tick_values(axis, which: str) -> tuple[np.ndarray, np.ndarray]:
     labels = axis.get_xticklabels() if which == "x" else axis.get_yticklabels()
     values = [float(label.get_text().replace("\N{MINUS SIGN}", "-")) for label in labels]
     return np.asarray(ticks, dtype=np.float64), np.asarray(values)
+
+
+# ---------------------------------------------------------------------------------------------
+# show_figure
+# ---------------------------------------------------------------------------------------------
+
+
+def test_show_figure_saves_a_png_under_the_build_folder_and_closes_the_figure():
+    figure, axis = plt.subplots()
+    axis.plot([0, 1], [1, 0])
+    number = figure.number
+    path = settings.build_dir() / "figures" / "task1_loss.png"
+    path.unlink(missing_ok=True)
+    figures.show_figure(figure, "task1_loss")
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert not plt.fignum_exists(number)
+
+
+def test_show_figure_shows_the_saved_png_cropped_like_the_inline_backend(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    with matplotlib.rc_context(figures.REPORT_STYLE):
+        figure, axis = plt.subplots(figsize=(4, 3))
+        axis.plot([0, 1], [1, 0])
+        axis.set_title("a title")
+        cropped = io.BytesIO()
+        # What matplotlib-inline shows for a figure: print_figure with bbox_inches="tight".
+        figure.savefig(cropped, format="png", bbox_inches="tight")
+        figures.show_figure(figure, "task1_pca", latent_dim=10, test_images=10000)
+    image, caption = shown
+    assert caption.data == ("**Figure 3.** The 10-number codes of the 10,000 test images "
+                            "projected on their first two principal components, coloured by "
+                            "digit.")
+    saved = (settings.build_dir() / "figures" / "task1_pca.png").read_bytes()
+    assert image.data == saved
+    assert PIL.Image.open(io.BytesIO(saved)).size == PIL.Image.open(cropped).size
+    # Cropped: narrower than the uncropped 4 x 3 in canvas at the report's resolution.
+    assert PIL.Image.open(io.BytesIO(saved)).size[0] < 4 * figures.REPORT_STYLE["figure.dpi"]
+
+
+@pytest.mark.parametrize("name", ["Task1", "task-1", "../escape", "a b", "", "figure.png",
+                                  "task1_pcaa"])
+def test_show_figure_refuses_a_figure_the_report_does_not_declare(name):
+    figure, _ = plt.subplots()
+    with pytest.raises(ValueError, match="name: expected one of the report's figures"):
+        figures.show_figure(figure, name)
+    assert not (settings.build_dir() / "figures" / f"{name}.png").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,38 +225,8 @@ def test_plot_loss_curves_needs_validation_values():
 
 
 # ---------------------------------------------------------------------------------------------
-# PCA and latent codes
+# Latent codes
 # ---------------------------------------------------------------------------------------------
-
-
-def orthogonal_codes(spreads: Sequence[float]) -> np.ndarray:
-    """Codes whose columns are orthogonal, centred, with standard deviations `spreads`.
-
-    The columns of a Hadamard matrix (less its constant first column) are orthogonal +-1
-    patterns with mean 0 and variance 1: the codes' covariance is diag(spreads ** 2) exactly,
-    so the principal components are the columns themselves, in order of spread.
-    """
-    from scipy.linalg import hadamard
-
-    return hadamard(8)[:, 1:len(spreads) + 1] * np.asarray(spreads, dtype=np.float64)
-
-
-def test_pca_2d_of_codes_with_known_variances():
-    codes = orthogonal_codes([1.0, 3.0, 2.0])  # variances 1, 9, 4 (total 14)
-    points, ratios = measures.pca_2d(codes)
-    np.testing.assert_allclose(ratios, [9 / 14, 4 / 14])
-    # The first component is the second column (spread 3), the second the third, up to sign.
-    for component, column in ((0, 1), (1, 2)):
-        sign = np.sign(points[0, component] / codes[0, column])
-        np.testing.assert_allclose(points[:, component], sign * codes[:, column], atol=1e-12)
-
-
-def test_pca_2d_of_a_plane_explains_everything():
-    rng = np.random.default_rng(1)
-    basis = rng.normal(size=(2, 6))
-    codes = rng.normal(size=(100, 2)) @ basis
-    _, ratios = measures.pca_2d(codes)
-    assert ratios.sum() == pytest.approx(1.0)
 
 
 def test_scatter_latent_codes_colours_each_digit():
@@ -334,6 +360,37 @@ def test_plot_latent_grids_gaussian_ticks_follow_the_quantiles():
     np.testing.assert_allclose(positions, expected, atol=28 / 4)
 
 
+@pytest.mark.parametrize("bounds", [((-1.0, 3.0), (0.5, 2.0)), ((10.0, 12.0), (-6.0, -1.0))])
+def test_plot_latent_grids_ticks_follow_the_bounds(bounds):
+    rng = np.random.default_rng(0)
+    decoder = linear_decoder(rng.normal(size=784), np.zeros(784), rng.normal(size=784))
+    points = 9
+    figure = figures.plot_latent_grids({"vae": decoder}, points_per_side=points,
+                                   bounds={"vae": bounds})
+    (axis,) = figure.axes
+    (x_low, x_high), (y_low, y_high) = bounds
+    positions, labels = tick_values(axis, "x")
+    assert len(labels) >= 2 and labels.min() >= x_low and labels.max() <= x_high
+    # The centre of tile i (pixel 28 i + 13.5) sits at low + i (high - low) / (points - 1).
+    np.testing.assert_allclose(x_low + (positions - 13.5) / 28 * (x_high - x_low) / (points - 1),
+                               labels, atol=1e-6)
+    positions, labels = tick_values(axis, "y")
+    assert len(labels) >= 2 and labels.min() >= y_low and labels.max() <= y_high
+    # Rows run from high z[1] at the top.
+    np.testing.assert_allclose(y_high - (positions - 13.5) / 28 * (y_high - y_low) / (points - 1),
+                               labels, atol=1e-6)
+    # The top-left tile decodes (z0 low, z1 high).
+    grid = np.asarray(axis.images[0].get_array())
+    np.testing.assert_allclose(grid[:28, :28], np.asarray(decoder(np.array(
+        [[x_low, y_high]], np.float32)))[0, ..., 0], atol=1e-6)
+
+
+def test_plot_latent_grids_rejects_bounds_for_other_runs():
+    decoder = linear_decoder(np.zeros(784), np.zeros(784))
+    with pytest.raises(ValueError, match=r"bounds: expected bounds for \['a'\]"):
+        figures.plot_latent_grids({"a": decoder}, bounds={"b": ((0, 1), (0, 1))})
+
+
 def test_plot_codes_beside_grids_layout_region_and_grid():
     ca4.set_seed(0)
     decoders = {"autoencoder": ca4.build_decoder(2), "vae": ca4.build_decoder(2)}
@@ -375,8 +432,60 @@ def test_plot_codes_beside_grids_layout_region_and_grid():
 
 
 # ---------------------------------------------------------------------------------------------
+# Rate-distortion plane
+# ---------------------------------------------------------------------------------------------
+
+
+RATE_ROWS = [
+    {"kl_weight": 0.1, "kl": 9.0, "kl_se": 0.2, "reconstruction": 140.0,
+     "reconstruction_se": 1.0, "neg_elbo": 149.0, "n": 1000},
+    {"kl_weight": 1.0, "kl": 6.0, "kl_se": 0.1, "reconstruction": 145.0,
+     "reconstruction_se": 0.8, "neg_elbo": 151.0, "n": 1000},
+    {"kl_weight": 5.0, "kl": 2.5, "kl_se": 0.05, "reconstruction": 160.0,
+     "reconstruction_se": 1.2, "neg_elbo": 162.5, "n": 1000},
+]
+
+
+def test_plot_rate_distortion_lines_of_equal_elbo():
+    figure = figures.plot_rate_distortion(RATE_ROWS)
+    (axis,) = figure.axes
+    dashed = [line for line in axis.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == len(RATE_ROWS)
+    for line, row in zip(dashed, RATE_ROWS):
+        x, y = (np.asarray(v, float) for v in line.get_data())
+        np.testing.assert_allclose(x + y, row["neg_elbo"], rtol=1e-12)
+    # No segments of slope -weight: that a model sits where the frontier has its weight's
+    # slope holds only at the objective's optimum, which these models may not reach.
+    assert not [line for line in axis.lines
+                if line.get_linestyle() == "-" and len(line.get_xdata()) == 2]
+    _, labels = axis.get_legend_handles_labels()
+    assert labels == ["equal negative ELBO", "KL weight 0.1: negative ELBO 149.0",
+                      "KL weight 1: negative ELBO 151.0", "KL weight 5: negative ELBO 162.5"]
+    assert "rate" in axis.get_xlabel() and "distortion" in axis.get_ylabel()
+
+
+def test_plot_rate_distortion_error_bars_are_95_percent_intervals():
+    figure = figures.plot_rate_distortion(RATE_ROWS)
+    (axis,) = figure.axes
+    quantile = stats.t.ppf(0.975, 999)
+    for container, row in zip(axis.containers, RATE_ROWS):
+        horizontal, vertical = container.lines[2]
+        (x0, y0), (x1, _) = horizontal.get_segments()[0]
+        assert (x1 - x0) / 2 == pytest.approx(quantile * row["kl_se"])
+        assert y0 == pytest.approx(row["reconstruction"])
+        (_, y0), (_, y1) = vertical.get_segments()[0]
+        assert (y1 - y0) / 2 == pytest.approx(quantile * row["reconstruction_se"])
+
+
+def test_plot_rate_distortion_needs_rows():
+    with pytest.raises(ValueError, match="rows: expected at least one row of the sweep"):
+        figures.plot_rate_distortion([])
+
+
+# ---------------------------------------------------------------------------------------------
 # Legibility in the PDF
 # ---------------------------------------------------------------------------------------------
+
 
 # The smallest font size, in points, that a figure may print at, and the most pixels per inch
 # that it should carry when printed (more makes the PDF large for nothing).
@@ -460,65 +569,3 @@ def test_figure_text_prints_at_6_points_or_more(helper):
     assert figure.dpi == figures.REPORT_STYLE["figure.dpi"]
     ppi = width * figure.dpi / min(width, figures.PRINT_WIDTH)
     assert ppi <= MOST_PRINTED_PPI, f"{helper}: {ppi:.0f} pixels per inch when printed"
-
-
-# ---------------------------------------------------------------------------------------------
-# Reporting
-# ---------------------------------------------------------------------------------------------
-
-
-def test_markdown_table():
-    rows = [{"name": "ae", "loss": 0.123456, "parameters": 1234567},
-            {"name": "vae", "loss": 2.5, "parameters": 12}]
-    table = report.markdown_table(rows, {"name": "Model", "loss": "Loss|.3f",
-                                      "parameters": "Parameters|,"})
-    # The dashes under a header are as many as the column's widest entry (at least 3).
-    assert table.splitlines() == [
-        "| Model | Loss | Parameters |",
-        "|-----|-----|----------|",
-        "| ae | 0.123 | 1,234,567 |",
-        "| vae | 2.500 | 12 |",
-    ]
-
-
-def test_layer_tables_list_the_layers():
-    ca4.set_seed(0)
-    model = ca4.build_autoencoder(2)
-    text = "\n".join(report.markdown_table(report.layer_rows(part), report.LAYER_COLUMNS)
-                     for part in (model.encoder, model.decoder))
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "Layer" not in line]
-    # (type, output shape, parameters), counted by hand: a 3x3 convolution from c to k
-    # channels has 9ck + k parameters, a dense layer from n to m has nm + m.
-    expected = [
-        ("Rescaling", "(None, 28, 28, 1)", 0),
-        ("Conv2D", "(None, 28, 28, 32)", 9 * 32 + 32),
-        ("MaxPooling2D", "(None, 14, 14, 32)", 0),
-        ("Conv2D", "(None, 14, 14, 64)", 9 * 32 * 64 + 64),
-        ("MaxPooling2D", "(None, 7, 7, 64)", 0), ("Flatten", "(None, 3136)", 0),
-        ("Dense", "(None, 128)", 3136 * 128 + 128), ("Dense", "(None, 2)", 128 * 2 + 2),
-        ("Dense", "(None, 3136)", 2 * 3136 + 3136),
-        ("Reshape", "(None, 7, 7, 64)", 0),
-        ("Conv2DTranspose", "(None, 14, 14, 32)", 9 * 64 * 32 + 32),
-        ("Conv2DTranspose", "(None, 28, 28, 16)", 9 * 32 * 16 + 16),
-        ("Conv2D", "(None, 28, 28, 1)", 9 * 16 + 1),
-    ]
-    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-    assert [(kind, shape, int(count.replace(",", ""))) for _, kind, shape, count in cells] == \
-        expected
-    # The names the code gives are printed as given.
-    assert [cells[i][0] for i in (0, 7, 12)] == ["input_scale", "code", "pixels"]
-    assert "| code | Dense | (None, 2) | 258 |" in text
-    assert "| pixels | Conv2D | (None, 28, 28, 1) | 145 |" in text
-    # The caption's parameter count is the model's: the layers' counts added up by hand.
-    assert model.encoder.count_params() == sum(count for *_, count in expected[:8])
-    assert text.count("| Layer | Type | Output shape | Parameters |") == 2
-
-
-def test_show_source_joins_the_sources_as_python():
-    code = report.show_source(latent_space.tile_images, progress.RunProgress)
-    assert code.language == "python"
-    assert code.data.startswith("def tile_images(images: np.ndarray, columns: int) -> np.ndarray:")
-    assert "\n\nclass RunProgress:\n" in code.data
-    assert "def seconds_left(self) -> float:" in code.data
-    # Highlighted for the PDF: LaTeX with Pygments' \PY macros, keywords marked as such.
-    assert r"\PY{k}{def}" in code._repr_latex_()
