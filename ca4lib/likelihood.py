@@ -549,3 +549,17 @@ def checked_settings(profile: str, samples: Sequence[int] = SAMPLES,
             "checks": {float(weight): result["checks"]
                        for weight, result in found["by_weight"].items()},
             "source": f"{path.name} ({found['commit']}, {found['date']})"}
+
+
+def run_settings(checked: Mapping[str, Any], weights: Sequence[float]
+                 ) -> tuple[tuple[int, ...], tuple[int, ...], dict[float, Any] | None]:
+    """What a notebook run computes, given `checked_settings`: the two smallest sample sizes
+    (enough to show the trend with K; the experiment's sweep goes further) and, where the
+    experiment checked the grid, its smallest converged grid alone with the experiment's step
+    check per weight; otherwise every given grid size, checked by the run itself."""
+    samples = tuple(checked["samples"][:2])
+    if checked["checks"] is None:
+        return samples, tuple(checked["points_per_side"]), None
+    points = tuple(checked["points_per_side"][:1])
+    return samples, points, {float(weight): experiment_step_check(
+        checked["checks"][float(weight)], points[-1]) for weight in weights}

@@ -573,3 +573,21 @@ def test_recommended_settings_are_the_cheapest_converged_at_every_weight(by_weig
     assert found["decodes_per_model"] == {
         "importance": 1000 * samples[-1],
         "quadrature": likelihood.COARSE_POINTS ** 2 + 1000 * sum(p ** 2 for p in points)}
+
+
+def test_run_settings_take_the_experiments_step_check_or_check_the_grid_themselves():
+    checks = {"n": 3, "quadrature_sizes": [8, 16, 32],
+              "quadrature_nll_by_size": [101.0, 100.5, 100.49],
+              "quadrature_nll_by_size_se": [1.0, 1.0, 1.0],
+              "quadrature_change_by_size": [-0.5, -0.01],
+              "quadrature_change_by_size_se": [0.1, 0.01],
+              "quadrature_change_by_size_mean_abs": [0.5, 0.02],
+              "quadrature_change_by_size_max_abs": [2.0, 0.1]}
+    checked = {"samples": (100, 300, 1000), "points_per_side": (16, 32),
+               "checks": {0.1: checks, 5.0: checks}}
+    samples, points, step_checks = likelihood.run_settings(checked, [0.1, 5.0])
+    assert (samples, points) == ((100, 300), (16,))
+    assert step_checks[5.0]["quadrature_sizes"] == [16, 32]
+    assert step_checks[5.0]["quadrature_change_by_size_mean_abs"] == [0.02]
+    unchecked = {"samples": (30, 100), "points_per_side": (8, 16), "checks": None}
+    assert likelihood.run_settings(unchecked, [0.1]) == ((30, 100), (8, 16), None)
