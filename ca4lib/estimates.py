@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -170,10 +170,3 @@ def estimate_of(row: Mapping[str, Any], name: str) -> Estimate:
 def change_of(row: Mapping[str, Any], name: str) -> Estimate:
     """Return a row's paired change of `name` against the row before, as an Estimate."""
     return Estimate(row[f"{name}_change"], row[f"{name}_change_se"], row["n"])
-
-
-def trend(rows: Sequence[Mapping[str, Any]], name: str) -> int:
-    """+1 if `name` rises clearly at every step of the rows, -1 if it falls clearly at every
-    step, else 0."""
-    signs = {change_of(row, name).sign for row in rows[1:]}
-    return signs.pop() if len(signs) == 1 and 0 not in signs else 0
