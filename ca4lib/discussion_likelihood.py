@@ -145,18 +145,37 @@ def weight_sentences(row: Mapping[str, Any]) -> str:
             f"$-\\log p(x)$ = {interval_text(headline)} nats: {reason_text(row)}.")
 
 
+def step_check_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Whether and how the quadrature's local step was checked: by the run, by the experiment
+    (on models within its tolerance of this run's), or not, with the experiment's refusal."""
+    first, refused = rows[0], rows[0].get("step_check_refused")
+    if refused is not None:
+        return (f"its step was not checked: experiments/likelihood_checks.py checked it for "
+                f"other models (at weight {refused['kl_weight']:g} their $-\\log p(x)$ is "
+                f"{number(abs(refused['offset']), '.2f')} nats from this run's, beyond the "
+                f"standard error of {number(refused['tolerance'], '.2f')}); run it again")
+    if first["step_check_source"] is None:
+        return "its step was not checked"
+    sides = first["quadrature_sizes"]
+    halving = f"halving the local step ({sides[-2]} against {sides[-1]} points per side) "
+    if first["step_check_source"] == "computed":
+        return halving + "checks it"
+    largest = max(abs(row["step_check_offset"]) for row in rows)
+    tolerance = min(row["step_check_tolerance"] for row in rows)
+    return (halving + "was checked once on the same images (experiments/likelihood_checks.py), "
+            f"for models whose $-\\log p(x)$ there is within {amount_text(largest, tolerance)} nats "
+            f"of this run's at every weight, inside the standard error of "
+            f"{number(tolerance, '.2f')}")
+
+
 def method_text(rows: Sequence[Mapping[str, Any]]) -> str:
     """How the two estimates are made, on which images, and how the grid is checked."""
     first = rows[0]
     counts = joined([f"{size:,}" for size in first["importance_sizes"]])
-    sides, side = first["quadrature_sizes"], first["quadrature_points"]
+    side = first["quadrature_points"]
     steps = (f"(local step {number(min(r['local_step_median'] for r in rows), '.2g')} to "
              f"{number(max(r['local_step_max'] for r in rows), '.2g')})")
-    check = "its step was not checked"
-    if first["step_check_source"] is not None:
-        check = f"halving the local step ({sides[-2]} against {sides[-1]} points per side) " + (
-            "checks it" if first["step_check_source"] == "computed" else
-            "was checked once on the same images and models (experiments/likelihood_checks.py)")
+    check = step_check_text(rows)
     text = (
         f"**Likelihood.** $-\\log p(x)$ of the first {first['likelihood_images']:,} test images "
         f"is estimated two ways. Importance sampling draws K = {counts} samples of "

@@ -133,12 +133,28 @@ def test_likelihood_paragraph_k_sweep_verdicts(change, words):
 
 
 def test_likelihood_paragraph_names_a_step_check_from_the_experiment():
-    text = paragraph(three_rows(step_check_source="experiment", quadrature_points=32,
-                                quadrature_sizes=[32, 64]))
+    rows = three_rows(step_check_source="experiment", quadrature_points=32,
+                      quadrature_sizes=[32, 64], step_check_offset=0.05,
+                      step_check_tolerance=0.95)
+    rows[2]["step_check_offset"] = -0.0501
+    text = paragraph(rows)
     assert ("a 32×32 grid over a window around its maximum refines it (local step 0.0074 to "
             "0.027), and the coarse grid adds what lies outside the window; halving the local "
-            "step (32 against 64 points per side) was checked once on the same images and "
-            "models (experiments/likelihood_checks.py).") in text
+            "step (32 against 64 points per side) was checked once on the same images "
+            "(experiments/likelihood_checks.py), for models whose $-\\log p(x)$ there is "
+            "within 0.0501 nats of this run's at every weight, inside the standard error of "
+            "0.95.") in text
+
+
+def test_likelihood_paragraph_says_the_experiments_check_was_of_other_models():
+    refused = {"kl_weight": 5.0, "offset": -2.004, "tolerance": 0.95}
+    text = paragraph(three_rows(estimate="importance", estimate_reason="unchecked",
+                                step_change=None, step_check_source=None,
+                                quadrature_sizes=[16], quadrature_change_by_size_max_abs=[],
+                                step_check_refused=refused))
+    assert ("its step was not checked: experiments/likelihood_checks.py checked it for other "
+            "models (at weight 5 their $-\\log p(x)$ is 2.00 nats from this run's, beyond the "
+            "standard error of 0.95); run it again.") in text
 
 
 def test_likelihood_paragraph_counts_the_images_left_out():

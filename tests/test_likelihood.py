@@ -503,12 +503,32 @@ def test_a_one_size_quadrature_takes_the_experiments_step_check_for_it():
     assert row["quadrature_sizes"] == [16, 32] and row["step_change"] == pytest.approx(0.02)
     assert row["estimate"] == "quadrature"
     assert row["quadrature_nll"] == pytest.approx(-coarser[0].mean())
+    assert row["step_check_offset"] == 0.0
+    # The tolerance is the standard error of the experiment's mean: 10-nat noise over 200 images.
+    assert row["step_check_tolerance"] == pytest.approx(
+        np.std(-coarser[0], ddof=1) / np.sqrt(IMAGES))
     rows = likelihood.likelihood_rows({1.0: importance}, {1.0: one}, floor, {1.0: step_check})
-    assert rows[0]["step_check_source"] == "experiment"
-    # A check of other models or images is refused.
-    other = {**one, "log_likelihood_by_points": coarser + 0.1}
+    assert rows[0]["step_check_source"] == "experiment" and rows[0]["step_check_refused"] is None
+    # The same models trained on another CPU: a few hundredths of a nat lower, still checked.
+    rounded = {**one, "log_likelihood_by_points": coarser + 0.05}
+    row = likelihood.likelihood_row(importance, rounded, floor, step_check=step_check)
+    assert row["step_check_source"] == "experiment"
+    assert row["step_check_offset"] == pytest.approx(-0.05)
+    # Other models (-log p(x) 2 nats lower, beyond the SE of about 0.7) at one of two weights:
+    # no weight takes the experiment's check, and every row says which weight refused it.
+    other = {**one, "log_likelihood_by_points": coarser + 2.0}
+    rows = likelihood.likelihood_rows({1.0: importance, 5.0: importance},
+                                      {1.0: one, 5.0: other}, floor,
+                                      {1.0: step_check, 5.0: step_check})
+    assert [row["step_check_source"] for row in rows] == [None, None]
+    assert [row["estimate_reason"] for row in rows] == ["unchecked", "unchecked"]
+    assert rows[0]["step_check_refused"] == rows[1]["step_check_refused"]
+    assert rows[0]["step_check_refused"]["kl_weight"] == 5.0
+    assert rows[0]["step_check_refused"]["offset"] == pytest.approx(-2.0)
+    # A check of another grid size or image count is an error, not a refusal.
     with pytest.raises(ValueError, match="step_check: expected the experiment's check"):
-        likelihood.likelihood_row(importance, other, floor, step_check=step_check)
+        likelihood.likelihood_row(importance, one, floor,
+                                  step_check={**step_check, "n": IMAGES - 1})
     with pytest.raises(ValueError, match="points: expected a size whose double"):
         likelihood.experiment_step_check(checks, 32)
 
