@@ -17,7 +17,7 @@ from ca4lib.estimates import Estimate, estimate_of, number
 from ca4lib.measures import CONFIDENCE
 from ca4lib.numbering import figure, table
 from ca4lib.seed_spread import SeedSpread
-from ca4lib.wording import listed, percent, plural
+from ca4lib.wording import listed, percent, plural, verdict_by
 
 
 def objectives_text(objectives: Sequence[Mapping[str, Any]],
@@ -36,7 +36,9 @@ def objectives_text(objectives: Sequence[Mapping[str, Any]],
                                  f"{row['rival']:g} model does better than the model trained "
                                  f"on it, by {margin.text('.1f')} nats"
                                  for row, margin in zip(beaten, margins)])
-                 + ": training stopped those models short of their objectives' optima. ")
+                 + (": training stopped that model short of its objective's optimum. "
+                    if len(beaten) == 1 else
+                    ": training stopped those models short of their objectives' optima. "))
     else:
         text += "Each model does best on its own objective. "
     slopes = []
@@ -61,13 +63,37 @@ def objectives_text(objectives: Sequence[Mapping[str, Any]],
     return text.rstrip()
 
 
+def model_phrase(name: str) -> str:
+    """A generator's table name in a sentence: 'VAE KL weight 1' -> 'the VAE with KL weight 1',
+    'baseline, weight 0' -> 'the baseline'."""
+    if name.startswith("VAE KL weight "):
+        return "the VAE with KL weight " + name.removeprefix("VAE KL weight ")
+    return "the " + name.split(",")[0]
+
+
+def narrowest_text(best: Mapping[str, Any], generators: Sequence[Mapping[str, Any]]) -> str:
+    """Where the most recognisable samples are also clearly the least varied (the lowest
+    digit entropy), the clause that says so, with the digit they crowd on: a generator that
+    draws mostly one easy digit scores a high confident share."""
+    others = [row for row in generators if row is not best]
+    if not others or "digit_counts" not in best or not all(
+            (estimate_of(row, "digit_entropy") - estimate_of(best, "digit_entropy")).sign > 0
+            for row in others):
+        return ""
+    counts = best["digit_counts"]
+    digit = max(range(len(counts)), key=counts.__getitem__)
+    return (f", but they are also the least varied (digit entropy "
+            f"{number(best['digit_entropy'], '.3f')}): the classifier reads "
+            f"{percent(counts[digit] / sum(counts), 0)} of them as a {digit}")
+
+
 def generation_text(rows: Sequence[Mapping[str, Any]]) -> str:
     """Samples of each generator read by the classifier, against the real test images."""
     reference, *generators = rows
     best = max(generators, key=lambda row: row["confident_share"])
-    ties = [row["model"] for row in generators if row is not best and (
+    ties = [model_phrase(row["model"]) for row in generators if row is not best and (
         estimate_of(best, "confident_share") - estimate_of(row, "confident_share")).sign == 0]
-    even = [row["model"] for row in generators if (
+    even = [model_phrase(row["model"]) for row in generators if (
         estimate_of(row, "digit_entropy") - estimate_of(reference, "digit_entropy")).sign == 0]
     return (
         f"**Generation.** The classifier reads {percent(reference['confident_share'])} of the "
@@ -75,84 +101,121 @@ def generation_text(rows: Sequence[Mapping[str, Any]]) -> str:
         f"digits have an entropy of {number(reference['digit_entropy'], '.3f')} (1 for ten "
         f"equally frequent digits): these, not 100% and 1, are what a perfect generator would "
         f"score ({table('task2_generation')}, {figure('task2_generated')}). The most "
-        f"recognisable samples come from the {best['model']}"
-        + (f", not clearly ahead of the {listed(ties)}" if ties else "")
-        + (f"; the digits of the {listed(even)} are as evenly spread as the real ones" if even
+        f"recognisable samples come from {model_phrase(best['model'])}"
+        + (f", not clearly ahead of {listed(ties)}" if ties else "")
+        + narrowest_text(best, generators)
+        + (f"; the digits of {listed(even)} are as evenly spread as the real ones" if even
            else "; no generator's digits are as evenly spread as the real ones") + ".")
 
 
 def interpolation_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Straight paths between test digits: each VAE's against the deterministic baseline's."""
+    """Straight paths between test digits: each VAE's against the deterministic baseline's,
+    by the largest step's share of the path (lower is smoother) and the unclear frames."""
     baseline, *others = rows
     parts = []
     for row in others:
         smooth = Estimate(row["smoothness_change"], row["smoothness_change_se"], row["n"])
         unclear = Estimate(row["unclear_change"], row["unclear_change_se"], row["n"])
+        lead = {-1: "smoother than", 1: "jumpier than",
+                0: "not clearly smoother or jumpier than"}[smooth.sign]
         parts.append(
-            f"the {row['model']}'s paths are "
-            f"{ {-1: 'smoother', 1: 'jumpier', 0: 'not clearly smoother or jumpier'}[smooth.sign]}"
-            f" than the {baseline['model']}'s (largest step {smooth.text('.3f')} of the path's "
-            f"change, paired) and hold "
-            f"{ {-1: 'fewer', 1: 'more', 0: 'not clearly more or fewer'}[unclear.sign]} unclear "
-            f"frames ({unclear.text('.1%')})")
+            f"the paths of {model_phrase(row['model'])} are {lead} {model_phrase(baseline['model'])}'s"
+            f": their largest step is {verdict_by(smooth, 'lower', 'higher', '.3f')} of the "
+            f"path's change, and their share of unclear frames is "
+            f"{verdict_by(unclear, 'lower', 'higher', '.1%')} (paired over the pairs)")
     return (f"**Interpolation.** Over {rows[0]['n']} random pairs of test digits, each path "
             f"decoded at {rows[0]['frames']} points ({table('task2_interpolation')}, "
             f"{figure('task2_interpolation')}; an even path scores "
             f"{1 / (rows[0]['frames'] - 1):.3f}), " + "; ".join(parts) + ".")
 
 
-# The sweep's numbers the seeds table shows: (section, metric, header, format).
+# The sweep's numbers the seeds tables show: (section, metric, header, format).
 SEED_METRICS = (("sweep", "reconstruction", "Reconstruction", ".1f"),
+                ("sweep", "mean_code_reconstruction", "Reconstruction at $\\mu$", ".1f"),
                 ("sweep", "kl", "KL", ".2f"),
                 ("sweep", "neg_elbo", "Negative ELBO", ".1f"),
                 ("sweep", "recognised", "Recognised", ".1%"),
+                ("sweep", "prior_mismatch", "Prior mismatch", ".2f"),
                 ("sweep", "active_dimensions", "Active", "g"),
                 ("latent_space", "own_active_neighbour_change", "Neighbour change", ".3f"),
-                ("generation", "confident_share", "Confident samples", ".1%"))
+                ("generation", "confident_share", "Confident samples", ".1%"),
+                ("likelihood", "nll", "$-\\log p(x)$, K = 100", ".1f"))
+
+
+def seed_row(measure: str, label: Any, values: Sequence[float], seeds: Sequence[int],
+             spec: str) -> dict[str, Any]:
+    """One row of a seeds table: the value at each seed and their standard deviation."""
+    sd = statistics.stdev(values) if len(values) > 1 else math.nan
+    return {"measure": measure, "kl_weight": label,
+            **{f"seed_{seed}": format(value, spec) for seed, value in zip(seeds, values)},
+            "sd": format(sd, spec) if math.isfinite(sd) else "–"}
 
 
 def seed_rows(spread: SeedSpread) -> list[dict[str, Any]]:
     """One row per weight and metric: the value at each seed and their standard deviation."""
+    return [seed_row(header, format(weight, "g"), spread.of(section, metric, weight),
+                     spread.seeds, spec)
+            for section, metric, header, spec in SEED_METRICS
+            for weight in sorted(spread.values.get(section, {}).get(metric, {}))]
+
+
+def seed_step_rows(spread: SeedSpread) -> list[dict[str, Any]]:
+    """One row per step between neighbouring weights and metric: the step at each seed (the
+    later weight's value minus the earlier's) and its standard deviation over the seeds, the
+    spread a step between weights must exceed to count."""
     rows = []
     for section, metric, header, spec in SEED_METRICS:
-        for weight in sorted(spread.values.get(section, {}).get(metric, {})):
-            values = spread.of(section, metric, weight)
-            sd = statistics.stdev(values) if len(values) > 1 else math.nan
-            rows.append({"measure": header, "kl_weight": weight,
-                         **{f"seed_{seed}": format(value, spec)
-                            for seed, value in zip(spread.seeds, values)},
-                         "sd": format(sd, spec) if math.isfinite(sd) else "–"})
+        weights = sorted(spread.values.get(section, {}).get(metric, {}))
+        if metric == "active_dimensions":
+            continue
+        for first, second in zip(weights, weights[1:]):
+            rows.append(seed_row(header, f"{first:g} to {second:g}",
+                                 spread.differences(section, metric, first, second),
+                                 spread.seeds, spec))
     return rows
 
 
-def seed_columns(spread: SeedSpread) -> dict[str, str]:
-    """The seeds table's columns, for report.markdown_table."""
-    return {"measure": "Measure", "kl_weight": "Weight|g",
+def seed_columns(spread: SeedSpread, label: str = "Weight") -> dict[str, str]:
+    """A seeds table's columns, for report.markdown_table: `label` heads the weight (or the
+    step) column."""
+    return {"measure": "Measure", "kl_weight": label,
             **{f"seed_{seed}": f"Seed {seed}" for seed in spread.seeds},
             "sd": "Standard deviation"}
 
 
 def seeds_text(spread: SeedSpread | None, sweep: Sequence[Mapping[str, Any]],
-               seed: int, tolerance: float = 1e-6) -> str:
+               seed: int) -> str:
     """Where the spread over seeds comes from, and whether this run's own seed reproduces the
-    experiment's numbers (else the experiment measured other models)."""
+    experiment's models: the same numbers, numbers within the standard error of each negative
+    ELBO (the same training on another CPU, whose rounding moves a trained model a little),
+    or other models."""
     if spread is None:
         return ("**Three training seeds.** No results of `experiments/sweep_seeds.py` for this "
                 "profile: the verdicts between weights rest on the test images' intervals "
                 "alone, which leave out the spread between training runs.")
     text = (f"**Three training seeds.** `experiments/sweep_seeds.py` trained the sweep at seeds "
             f"{listed([str(s) for s in spread.seeds])} ({plural(sweep[0]['epochs'], 'epoch')} "
-            f"each, commit {spread.commit[:12]}, {spread.date[:10]}); {table('task2_seeds')} "
-            f"gives each number per seed and its standard deviation, the spread every verdict "
-            f"between weights in this report must exceed.")
+            f"each, commit {spread.commit[:12]}, {spread.date[:10]}): {table('task2_seeds')} "
+            f"gives each number per seed and {table('task2_seed_steps')} each step between "
+            f"weights, with their standard deviations; a step between weights counts in this "
+            f"report only when it is clear on the test images and larger than its standard "
+            f"deviation over the seeds.")
     if seed not in spread.seeds:
         return text
     index = spread.seeds.index(seed)
+    offsets = {row["kl_weight"]: spread.of("sweep", "neg_elbo", row["kl_weight"])[index]
+               - row["neg_elbo"] for row in sweep}
     differ = [row["kl_weight"] for row in sweep
-              if abs(spread.of("sweep", "neg_elbo", row["kl_weight"])[index] - row["neg_elbo"])
-              > tolerance * max(1.0, abs(row["neg_elbo"]))]
+              if abs(offsets[row["kl_weight"]]) > row["neg_elbo_se"]]
     if differ:
         return text + (f" Its seed {seed} differs from this run's models at weight "
-                       f"{listed([number(w, 'g') for w in differ])}: the experiment measured "
-                       f"other models than this report's, so its spread is only indicative.")
-    return text + f" Its seed {seed} gives this run's numbers exactly: the same models."
+                       f"{listed([number(w, 'g') for w in differ])} by more than the standard "
+                       f"error of the negative ELBO: the experiment measured other models than "
+                       f"this report's, so its spread is only indicative.")
+    largest = max(abs(offset) for offset in offsets.values())
+    if largest <= 1e-6 * max(abs(row["neg_elbo"]) for row in sweep):
+        return text + f" Its seed {seed} gives this run's numbers exactly: the same models."
+    return text + (f" Its seed {seed} gives this run's negative ELBO to within "
+                   f"{number(largest, '.2g')} nats at every weight, inside the standard error "
+                   f"of {number(min(row['neg_elbo_se'] for row in sweep), '.2g')}: the same "
+                   f"training, moved a little by another CPU's rounding.")

@@ -92,9 +92,10 @@ def reason_text(row: Mapping[str, Any]) -> str:
     reason = row["estimate_reason"]
     if reason == "above":
         return (f"halving its local step moves $-\\log p(x)$ by {step_text(row)}, within "
-                f"{tolerance}, and it lies clearly above importance sampling, by {difference} "
-                f"nats per image: the samples of $q(z \\mid x)$ miss posterior mass that the "
-                f"grid finds, and importance sampling, a lower bound in expectation, falls short")
+                f"{tolerance}, and its $\\log p(x)$ lies clearly above importance sampling's "
+                f"(its $-\\log p(x)$ below), by {difference} nats per image: the samples of "
+                f"$q(z \\mid x)$ miss posterior mass that the grid finds, and importance "
+                f"sampling, a lower bound in expectation, falls short")
     if reason == "agree":
         agreement = agreement_of(difference_of(row))
         together = ("they agree within " + tolerance if agreement == "within" else
@@ -105,7 +106,8 @@ def reason_text(row: Mapping[str, Any]) -> str:
                 f"quadrature's error, while importance sampling's shortfall is bounded only "
                 f"by how its estimate moves with K")
     if reason == "below":
-        return (f"quadrature lies clearly below it, by {difference} nats per image, which an "
+        return (f"quadrature's $\\log p(x)$ lies clearly below it, by {difference} nats per "
+                f"image, which an "
                 f"exact integral cannot (the mean importance weight is an unbiased estimate of "
                 f"$p(x)$): the grid misses mass, although halving its local step moves it by "
                 f"only {step_text(row)}")
@@ -135,6 +137,30 @@ def sweep_text(row: Mapping[str, Any]) -> str:
     return (f"Importance sampling gives {values} nats at K = {counts}; from K = "
             f"{sizes[-2]:,} to {sizes[-1]:,} its $-\\log p(x)$ changes by "
             f"{interval_text(last, tolerance=AGREEMENT_NATS)} nats ({verdict}).")
+
+
+def sweeps_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The K sweep of every weight: one sentence when every weight swept the same K and its
+    last step got the same verdict (the values are in the checks table), else one per weight."""
+    verdicts = {(tuple(row["importance_sizes"]), agreement_of(Estimate(
+        row["importance_change_by_size"][-1], row["importance_change_by_size_se"][-1],
+        row["n"])) if row["importance_change_by_size"] else None) for row in rows}
+    (sizes, verdict), = verdicts if len(verdicts) == 1 else ((None, None),)
+    if verdict is None or len(rows) == 1:
+        return " ".join(sweep_text(row) for row in rows)
+    changes = listed([interval_text(Estimate(
+        row["importance_change_by_size"][-1], row["importance_change_by_size_se"][-1],
+        row["n"]), tolerance=AGREEMENT_NATS) for row in rows])
+    falling = all(row["importance_change_by_size"][-1] < 0 for row in rows)
+    state = {"within": f"within the {AGREEMENT_NATS:g}-nat tolerance: converged",
+             "beyond": f"beyond the {AGREEMENT_NATS:g}-nat tolerance: still "
+                       f"{'falling' if falling else 'moving'} with K",
+             "unclear": f"too uncertain to say whether within the {AGREEMENT_NATS:g}-nat "
+                        f"tolerance"}[verdict]
+    return (f"From K = {sizes[-2]:,} to {sizes[-1]:,} the importance-sampling $-\\log p(x)$ "
+            f"changes by {changes} nats for weights "
+            f"{weights_text([row['kl_weight'] for row in rows])} ({state}; "
+            f"{table('task2_likelihood_checks')} gives each K).")
 
 
 def weight_sentences(row: Mapping[str, Any]) -> str:
@@ -173,8 +199,10 @@ def method_text(rows: Sequence[Mapping[str, Any]]) -> str:
     first = rows[0]
     counts = joined([f"{size:,}" for size in first["importance_sizes"]])
     side = first["quadrature_points"]
-    steps = (f"(local step {number(min(r['local_step_median'] for r in rows), '.2g')} to "
-             f"{number(max(r['local_step_max'] for r in rows), '.2g')})")
+    medians = sorted({number(row["local_step_median"], ".2g") for row in rows}, key=float)
+    steps = (f"(local step: median {medians[0]}"
+             + (f" to {medians[-1]} by weight" if len(medians) > 1 else "")
+             + f", at most {number(max(r['local_step_max'] for r in rows), '.2g')})")
     check = step_check_text(rows)
     text = (
         f"**Likelihood.** $-\\log p(x)$ of the first {first['likelihood_images']:,} test images "
@@ -224,7 +252,8 @@ def comparison_text(rows: Sequence[Mapping[str, Any]], spread: SeedSpread | None
         text += (f" Over {len(spread.seeds)} training seeds these differences vary by "
                  + listed([f"{number(sd, '.2g')} nats (weight {weight:g})"
                            for weight, sd in sds.items()])
-                 + " (standard deviation), and a difference counts only beyond that.")
+                 + f" (standard deviation, {table('task2_seed_steps')}), and a difference "
+                   f"counts only beyond that.")
     gaps = ", ".join(interval_text(Estimate(r["variational_gap"], r["variational_gap_se"],
                                             r["n"])) for r in rows)
     return (text + f" The variational gap, negative ELBO minus that $-\\log p(x)$, is {gaps} "
@@ -239,7 +268,7 @@ def likelihood_paragraph(rows: Sequence[Mapping[str, Any]], spread: SeedSpread |
     weights compared by the better estimate (beyond the spread over seeds, where known)."""
     if not rows:
         raise ValueError("rows: expected one row per KL weight, got none")
-    sweeps = " ".join(sweep_text(row) for row in rows)
+    sweeps = sweeps_text(rows)
     return " ".join([method_text(rows), *(weight_sentences(row) for row in rows),
                      tail_text(rows),
                      sweeps, comparison_text(rows, spread)])
@@ -255,14 +284,14 @@ def likelihood_table(rows: Sequence[Mapping[str, Any]]) -> str:
         "kl_weight": row["kl_weight"],
         "images": f"{row['n']:,}" + (f" of {row['likelihood_images']:,}" if row["excluded"]
                                      else ""),
-        "estimate": ESTIMATE_NAMES[row["estimate"]],
-        "nll": pair(row, "test_log_likelihood", -1.0),
         "importance": pair(row, "importance_nll"), "quadrature": pair(row, "quadrature_nll"),
+        "estimate": ESTIMATE_NAMES[row["estimate"]],
+        "elbo": number(row["neg_elbo_importance"], ".2f"),
         "gap": pair(row, "variational_gap")} for row in rows]
     return markdown_table(estimates, {
-        "kl_weight": "KL weight|g", "images": "Images", "estimate": "Better estimate",
-        "nll": "$-\\log p(x)$, better", "importance": "$-\\log p(x)$, importance",
-        "quadrature": "$-\\log p(x)$, quadrature", "gap": "Variational gap"})
+        "kl_weight": "KL weight|g", "images": "Images", "importance": "Importance sampling",
+        "quadrature": "Quadrature", "estimate": "Better", "elbo": "Negative ELBO",
+        "gap": "Variational gap"})
 
 
 def likelihood_checks_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -97,7 +97,7 @@ def normalisation_answer(bce_at_255: float, seed_rows: Sequence[Mapping[str, Any
     if len(seeds) > 1:
         measured = (f"{trained}the raw-input model's test BCE is "
                     f"{verdict_by(bce, 'lower', 'higher', '.4f')} and its share of dead ReLU "
-                    f"units {verdict_by(dead, 'lower', 'higher', '.3f')} (raw against "
+                    f"units is {verdict_by(dead, 'lower', 'higher', '.1%')} (raw against "
                     f"normalised, paired by seed).")
     else:
         measured = (f"{trained}the raw-input model reached a test BCE of "

@@ -29,7 +29,7 @@ FIGURES: Mapping[str, str] = {
     "task2_loss": "The two terms of each VAE's loss per epoch, training (solid) and validation "
                   "(dashed): the reconstruction term (pixel BCE summed per image) and the KL "
                   "term, in nats per image.",
-    "task2_grid_prior_region": "Each VAE's decoder over a {grid} x {grid} grid of latent "
+    "task2_grid_prior_region": "Each VAE's decoder over a {grid} × {grid} grid of latent "
                                "points covering $[-{extent:g}, {extent:g}]^2$, where the prior "
                                "puts 91% of its mass.",
     "task2_latent_means": "The mean code $\\mu$ of every test image, coloured by digit, for each KL "
@@ -40,7 +40,7 @@ FIGURES: Mapping[str, str] = {
     "task2_rate_distortion": "Each VAE's KL (rate) against its reconstruction term "
                              "(distortion) on the test images, with 95% intervals; the grey "
                              "lines join points of equal negative ELBO.",
-    "task2_grid_own_codes": "Each VAE's decoder over a {grid} x {grid} grid spanning its own "
+    "task2_grid_own_codes": "Each VAE's decoder over a {grid} × {grid} grid spanning its own "
                             "test codes (1st to 99th percentile of z ~ q(z|x) per coordinate).",
     "task2_baseline_against_vae": "The deterministic baseline (KL weight 0) and the weight-1 "
                                   "VAE: their test codes by digit (top) and their decoders over "
@@ -61,11 +61,11 @@ TABLES: Mapping[str, str] = {
                        "of the codes (mean ± standard error over the test images).",
     "q3_denoising": "Each set of images against the clean test images: mean squared error per "
                     "pixel and the share of grey pixels (a measure of blur).",
-    "task2_sweep": "Each VAE on the test images, in nats per image (mean ± standard error over "
-                   "the images; the seed spread is the standard deviation over three training "
-                   "seeds, where known): the reconstruction term, the KL term, their sum (the "
-                   "negative ELBO), and the digits the classifier recognises in the mean "
-                   "reconstructions.",
+    "task2_sweep": "Each VAE on the test images (mean ± standard error over the images): the "
+                   "reconstruction term with a sampled code and at the mean code $\\mu$, the KL "
+                   "term and the negative ELBO (reconstruction + KL), in nats per image; the "
+                   "digits the classifier recognises in the mean reconstructions; and the "
+                   "posterior's mean $\\sigma$.",
     "task1_encoder_layers": "The layers of the Task 1 encoder ({parameters:,} parameters).",
     "task1_decoder_layers": "The layers of the decoder of Task 1 ({parameters:,} parameters); "
                             "Task 2's is the same from 2 numbers.",
@@ -79,11 +79,14 @@ TABLES: Mapping[str, str] = {
                         "posterior's variance $\\mathrm{{Var}}(z_d)$.",
     "task2_objectives": "Each weight's objective, reconstruction + weight × KL per test image: "
                         "the score of the model trained on it and of the best other model.",
-    "task2_likelihood": "The test log-likelihood of each VAE in nats per image on the same "
-                        "test images: the estimate the checks favour, both estimates, and the "
-                        "variational gap (negative ELBO minus $-\\log p(x)$).",
-    "task2_likelihood_checks": "The checks of the two estimates: quadrature minus importance "
-                               "sampling per image (mean with its interval, median, tails), "
+    "task2_likelihood": "$-\\log p(x)$ of each VAE in nats per image on the first test "
+                        "images (as many as the Images column says): by importance sampling at "
+                        "its largest K and by quadrature, the estimate the checks favour, the "
+                        "negative ELBO on the same images, and the variational gap (that "
+                        "negative ELBO minus the favoured $-\\log p(x)$).",
+    "task2_likelihood_checks": "The checks of the two estimates: $\\log p(x)$ by quadrature "
+                               "minus by importance sampling, per image (mean with its "
+                               "interval, median, tails), "
                                "importance sampling at each K, and the change of the "
                                "quadrature when its local step is halved.",
     "task2_latent_space": "Each latent space against the prior N(0, I): coverage of the grid's "
@@ -93,7 +96,11 @@ TABLES: Mapping[str, str] = {
                         "first.",
     "task2_interpolation": "Straight paths between random pairs of test digits: the largest "
                            "step as a share of the path's change, and unclear interior frames.",
-    "task2_seeds": "The sweep at three training seeds: each number per seed, and its spread.",
+    "task2_seeds": "The sweep at three training seeds: each number per seed, and its "
+                   "standard deviation.",
+    "task2_seed_steps": "Each step between neighbouring weights at three training seeds (the "
+                        "later weight's number minus the earlier's), and its standard "
+                        "deviation: the spread a step must exceed to count.",
 }
 
 

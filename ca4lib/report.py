@@ -5,6 +5,7 @@ layer summaries and the printed source of the graded code.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import subprocess
 import time
@@ -78,19 +79,35 @@ def layer_rows(model: keras.Model) -> list[dict[str, Any]]:
              "parameters": layer.count_params()} for layer in model.layers]
 
 
+# How much wider than a digit some characters print in the PDF's body font (multiples of a
+# digit's width in Latin Modern; other characters count as one digit).
+WIDE_CHARACTERS = {"%": 1.7, "±": 1.4, "M": 1.7, "W": 1.9, "m": 1.6, "w": 1.4,
+                   "N": 1.5, "G": 1.4, "O": 1.5, "Q": 1.5, "D": 1.4, "H": 1.5}
+
+
+def shown_width(text: str) -> int:
+    """About how many digits wide `text` prints: LaTeX markup counted as what it shows
+    (`$-\\log p(x)$` as '-log p(x)', a command such as `\\sigma` as one character)."""
+    shown = re.sub(r"\\(log|exp)\b", r"\1", text)
+    shown = re.sub(r"\\[a-zA-Z]+", "x", shown)
+    shown = re.sub(r"[${}^_\\]", "", shown)
+    return math.ceil(sum(WIDE_CHARACTERS.get(character, 1.0) for character in shown))
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
     """Render rows as a Markdown table; `columns` maps each key to 'Header|format'.
 
     A format starting with '±' prints the value with its standard error, read from the
     row's `{key}_se`: '±.1f' gives '148.9 ± 0.3' (with a digit more where the row's `n` says
     the printed pair would suggest a verdict its interval does not support). A missing value
-    prints as '–'. The dashes
-    under each header are as many as the column's widest entry: pandoc sizes the PDF's
-    columns in that proportion, so long headers do not run into their neighbours.
+    prints as '–'. The dashes under each header are as many as the column's widest cell
+    (`shown_width`, plus one for the space between columns) or the header's longest word:
+    pandoc sizes the PDF's columns in that proportion, so cells do not wrap or run into their
+    neighbours, and headers wrap between words.
 
     >>> print(markdown_table([{"loss": 148.93, "loss_se": 0.31}], {"loss": "Loss|±.1f"}))
     | Loss |
-    |-----------|
+    |-------------|
     | 148.9 ± 0.3 |
     """
     if not rows:
@@ -108,7 +125,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
     headers = [spec.partition("|")[0] for spec in columns.values()]
     body = [[cell(row, key, spec.partition("|")[2]) for key, spec in columns.items()]
             for row in rows]
-    widths = [max(3, len(header), *(len(cells[i]) for cells in body))
+    widths = [max(3, *(shown_width(word) for word in header.split()),
+                  *(shown_width(cells[i]) + 1 for cells in body))
               for i, header in enumerate(headers)]
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join("-" * width for width in widths) + "|"]
@@ -167,16 +185,6 @@ def training_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
 def show_layers(model: keras.Model, name: str) -> None:
     """Show a model's layer table under its numbered caption, with its parameter count."""
     show_table(layer_rows(model), LAYER_COLUMNS, name, parameters=model.count_params())
-
-
-def merge_rows(first: Sequence[Mapping[str, Any]], second: Sequence[Mapping[str, Any]],
-               key: str) -> list[dict[str, Any]]:
-    """Join two lists of rows on `key` (the second's values win where both have a field)."""
-    found = {row[key]: row for row in second}
-    if set(found) != {row[key] for row in first}:
-        raise ValueError(f"second: expected rows for the same {key}s as first, "
-                         f"got {sorted(found)}")
-    return [{**row, **found[row[key]]} for row in first]
 
 
 def show_source(*objects: Any) -> Any:

@@ -36,9 +36,18 @@ class SeedSpread:
     commit: str
     date: str
 
+    def has(self, section: str, metric: str) -> bool:
+        """Whether the experiment recorded `metric` in `section`."""
+        return metric in self.values.get(section, {})
+
     def of(self, section: str, metric: str, weight: float) -> list[float]:
         """The value of `metric` at `weight`, one per seed."""
         return list(self.values[section][metric][float(weight)])
+
+    def sd(self, section: str, metric: str, weight: float) -> float:
+        """The standard deviation over seeds of `metric` at `weight`."""
+        values = self.of(section, metric, weight)
+        return statistics.stdev(values) if len(values) > 1 else math.inf
 
     def difference_sd(self, section: str, metric: str, first: float, second: float) -> float:
         """The standard deviation over seeds of `metric` at `second` minus at `first`."""
@@ -96,7 +105,7 @@ def step_signs(rows: Sequence[Mapping[str, Any]], name: str, spread: SeedSpread 
     signs = []
     for before, row in zip(rows, rows[1:]):
         change = Estimate(row[f"{name}_change"], row[f"{name}_change_se"], row["n"])
-        sd = None if spread is None else spread.difference_sd(
+        sd = None if spread is None or not spread.has(section, name) else spread.difference_sd(
             section, name, before["kl_weight"], row["kl_weight"])
         signs.append(clear_sign(change, sd))
     return signs

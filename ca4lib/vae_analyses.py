@@ -128,6 +128,19 @@ def vae_sweep_rows(terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
     return rows
 
 
+def baseline_changes(baseline_terms: Mapping[str, np.ndarray],
+                     terms_by_weight: Mapping[float, Mapping[str, np.ndarray]]
+                     ) -> list[dict[str, Any]]:
+    """Each VAE's reconstruction term against the deterministic baseline's, paired over the
+    same test images: per weight, `reconstruction_change` (VAE minus baseline) with its SE."""
+    evidence = {0.0: {"reconstruction": baseline_terms["reconstruction"]},
+                **{weight: {"reconstruction": terms["reconstruction"]}
+                   for weight, terms in terms_by_weight.items()}}
+    rows = compared_rows(evidence, "kl_weight", {"reconstruction": mean_estimate},
+                         against="first")
+    return [{**row, "kl_weight": float(row["kl_weight"])} for row in rows[1:]]
+
+
 def add_prior_mismatch(rows: list[dict[str, Any]],
                        terms_by_weight: Mapping[float, Mapping[str, np.ndarray]],
                        replicates: int = 200) -> None:

@@ -204,8 +204,9 @@ CODE_EDITS = {
     "figures: the print width": (
         "ca4lib/figures.py", "PRINT_WIDTH = 5.85", "PRINT_WIDTH = 6.0", False),
     "discussion_task2: a verdict's words": (
-        "ca4lib/discussion_task2.py", "A larger KL weight trades reconstruction for a smaller KL",
-        "A larger KL weight trades reconstruction for a lower KL", False),
+        "ca4lib/discussion_task2.py",
+        "The KL weight does not trade reconstruction for KL at every step",
+        "The KL weight does not trade reconstruction for KL at each step", False),
     "explorer: the zoom": (
         "ca4lib/explorer.py", "EXPLORER_ZOOM = 7", "EXPLORER_ZOOM = 8", False),
     "mnist: the advice": (

@@ -33,7 +33,7 @@ def paragraph_row(weight: float = 1.0, **fields) -> dict:
            "quadrature_change_by_size_max_abs": [0.031], "coarse_points": 128, "extent": 6.0,
            "coarse_step": COARSE_STEP, "local_step_median": 0.0074, "local_step_max": 0.027,
            "variational_gap": 3.0, "variational_gap_se": 0.05, "nll_above_best": 0.0,
-           "nll_above_best_se": 0.0, "floor": 102.0}
+           "nll_above_best_se": 0.0, "floor": 102.0, "neg_elbo_importance": 143.0}
     row.update(fields)
     return row
 
@@ -57,20 +57,22 @@ def test_likelihood_paragraph_method_and_the_better_estimate_above():
     assert "K = 100 / 300 / 1,000 samples" in text
     assert "needs no encoder: a coarse grid of 128×128 points over $[-6, 6]^2$" in text
     assert "a 64×64 grid over a window around its maximum" in text
-    assert "(local step 0.0074 to 0.027)" in text
+    assert "(local step: median 0.0074, at most 0.027)" in text
     assert "halving the local step (32 against 64 points per side) checks it" in text
     assert "Every image is covered at every weight" in text
     assert ("At weight 0.1, **quadrature** is the better estimate, $-\\log p(x)$ = 140.00 ± 0.30 "
             "nats: halving its local step moves $-\\log p(x)$ by 0.004 nats per image on average "
-            "(at most 0.031), within the 0.1-nat tolerance, and it lies clearly above importance "
-            "sampling, by 0.50 ± 0.02 nats per image") in text
+            "(at most 0.031), within the 0.1-nat tolerance, and its $\\log p(x)$ lies clearly "
+            "above importance sampling's (its $-\\log p(x)$ below), by 0.50 ± 0.02 nats per "
+            "image") in text
     # The median against the maximum: the mean alone hides the tail (the referee's 0.09 and 167).
     assert ("Per image, quadrature minus importance sampling has medians of 0.09, 0.09 and 0.09 "
             "nats and maxima of 167, 167 and 167 nats for weights 0.1 / 1 / 5 (Table 13 gives "
             "the tails)") in text
-    assert ("Importance sampling gives 141.20, 140.70, 140.50 nats at K = 100 / 300 / 1,000; from "
-            "K = 300 to 1,000 its $-\\log p(x)$ changes by -0.02 ± 0.01 nats (within the 0.1-nat tolerance: "
-            "converged).") in text
+    # The same K and the same verdict at every weight: one sentence (the values are in Table 13).
+    assert ("From K = 300 to 1,000 the importance-sampling $-\\log p(x)$ changes by -0.02 ± 0.01, "
+            "-0.02 ± 0.01 and -0.02 ± 0.01 nats for weights 0.1 / 1 / 5 (within the 0.1-nat "
+            "tolerance: converged; Table 13 gives each K).") in text
     assert "By the better estimate, $-\\log p(x)$ is lowest at weight 1; clearly above it are " \
            "weight 0.1 by 5.00 ± 0.10, weight 5 by 20.00 ± 0.20 nats" in text
     assert "is 3.00 ± 0.05, 3.00 ± 0.05, 3.00 ± 0.05 nats for weights 0.1 / 1 / 5" in text
@@ -96,8 +98,8 @@ def test_likelihood_paragraph_when_quadrature_is_below():
     text = paragraph(three_rows(estimate="importance", estimate_reason="below",
                                 quadrature_minus_importance=-0.4, test_log_likelihood=-140.5))
     assert ("At weight 1, **importance sampling** is the better estimate, $-\\log p(x)$ = "
-            "140.50 ± 0.30 nats: quadrature lies clearly below it, by -0.40 ± 0.02 nats per "
-            "image, which an exact integral cannot") in text
+            "140.50 ± 0.30 nats: quadrature's $\\log p(x)$ lies clearly below it, by -0.40 ± "
+            "0.02 nats per image, which an exact integral cannot") in text
     assert "the grid misses mass, although halving its local step moves it by only 0.004" in text
 
 
@@ -127,9 +129,24 @@ def test_likelihood_paragraph_without_a_step_check_or_a_k_sweep():
 ])
 def test_likelihood_paragraph_k_sweep_verdicts(change, words):
     value, se = change
-    text = paragraph(three_rows(importance_change_by_size=[-0.5, value],
-                                importance_change_by_size_se=[0.02, se]))
+    rows = three_rows(importance_change_by_size=[-0.5, value],
+                      importance_change_by_size_se=[0.02, se])
+    # Another verdict at weight 0.1 (converged): one sentence per weight.
+    rows[0].update(importance_change_by_size=[-0.5, -0.02],
+                   importance_change_by_size_se=[0.02, 0.01])
+    text = paragraph(rows)
     assert "from K = 300 to 1,000 its $-\\log p(x)$ changes by " + words in text
+    assert ("from K = 300 to 1,000 its $-\\log p(x)$ changes by -0.02 ± 0.01 nats (within the "
+            "0.1-nat tolerance: converged)") in text
+
+
+def test_likelihood_paragraph_one_k_sweep_sentence_when_every_weight_agrees():
+    text = paragraph(three_rows(importance_sizes=[100, 300],
+                                importance_change_by_size=[-0.25],
+                                importance_change_by_size_se=[0.03]))
+    assert ("From K = 100 to 300 the importance-sampling $-\\log p(x)$ changes by -0.25 ± 0.03, "
+            "-0.25 ± 0.03 and -0.25 ± 0.03 nats for weights 0.1 / 1 / 5 (beyond the 0.1-nat "
+            "tolerance: still falling with K; Table 13 gives each K).") in text
 
 
 def test_likelihood_paragraph_names_a_step_check_from_the_experiment():
@@ -138,9 +155,9 @@ def test_likelihood_paragraph_names_a_step_check_from_the_experiment():
                       step_check_tolerance=0.95)
     rows[2]["step_check_offset"] = -0.0501
     text = paragraph(rows)
-    assert ("a 32×32 grid over a window around its maximum refines it (local step 0.0074 to "
-            "0.027), and the coarse grid adds what lies outside the window; halving the local "
-            "step (32 against 64 points per side) was checked once on the same images "
+    assert ("a 32×32 grid over a window around its maximum refines it (local step: median "
+            "0.0074, at most 0.027), and the coarse grid adds what lies outside the window; "
+            "halving the local step (32 against 64 points per side) was checked once on the same images "
             "(experiments/likelihood_checks.py), for models whose $-\\log p(x)$ there is "
             "within 0.0501 nats of this run's at every weight, inside the standard error of "
             "0.95.") in text
@@ -193,11 +210,11 @@ def test_likelihood_table_gives_both_estimates_and_the_checks():
                    test_log_likelihood=-140.5)
     estimates_table = discussion_likelihood.likelihood_table(rows)
     checks_table = discussion_likelihood.likelihood_checks_table(rows)
-    assert "| KL weight | Images | Better estimate | $-\\log p(x)$, better | " \
-           "$-\\log p(x)$, importance | $-\\log p(x)$, quadrature | Variational gap |" in estimates_table
-    assert "| 0.1 | 980 of 1,000 | importance sampling | 140.50 ± 0.30 | 140.50 ± 0.30 | " \
-           "140.00 ± 0.30 | 3.00 ± 0.05 |" in estimates_table
-    assert "| 1 | 1,000 | quadrature | 140.00 ± 0.30 |" in estimates_table
+    assert "| KL weight | Images | Importance sampling | Quadrature | Better | Negative ELBO | " \
+           "Variational gap |" in estimates_table
+    assert "| 0.1 | 980 of 1,000 | 140.50 ± 0.30 | 140.00 ± 0.30 | importance sampling | " \
+           "143.00 | 3.00 ± 0.05 |" in estimates_table
+    assert "| 1 | 1,000 | 140.50 ± 0.30 | 140.00 ± 0.30 | quadrature |" in estimates_table
     assert "Importance at K = 100 / 300 / 1,000" in checks_table
     assert "| 5 | 0.50 ± 0.02 | 0.09 | -0.4 / 12.5 | -3.4 / 167 | 141.20 / 140.70 / 140.50 | " \
            "-0.02 ± 0.01 | 0.004 / 0.031 |" in checks_table

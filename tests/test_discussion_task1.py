@@ -142,7 +142,8 @@ def test_normalisation_answer_opens_with_the_reason_and_cites_its_tables():
     (WORSE, SAME_DEAD, ["Raw inputs learn clearly slower."], ["switch more units off"]),
     (SAME, MORE_DEAD, ["is not clearly worse after this short run, but it has clearly more "
                        "dead units"], ["learn clearly slower"]),
-    (BETTER, SAME_DEAD, ["raw inputs even reach a lower loss", "units not clearly different"],
+    (BETTER, SAME_DEAD, ["raw inputs even reach a lower loss",
+                         "units is not clearly different (0.2% ± 0.6%)"],
      ["learn clearly slower", "more dead units"]),
     (SAME, SAME_DEAD, ["Within the spread over seeds, raw inputs cost nothing measurable"],
      ["clearly slower", "lower loss"]),

@@ -274,15 +274,17 @@ def test_notebook_writes_metrics_for_every_section(executed, mnist_raw) -> None:
 
     vae_rows = metrics["vae_sweep"]
     assert [row["kl_weight"] for row in vae_rows] == list(parameters["KL_WEIGHTS"])
-    for row in vae_rows:
-        assert row["epochs"] == profile.vae_epochs
+    likelihood_rows = metrics["vae_likelihood"]
+    assert [row["kl_weight"] for row in likelihood_rows] == list(parameters["KL_WEIGHTS"])
+    for row, likelihood in zip(vae_rows, likelihood_rows):
+        assert row["epochs"] == profile.vae_epochs and row["n"] == len(test)
         # The analytic KL per dimension adds up to the KL term; the negative ELBO is the sum.
         assert sum(row["kl_per_dimension"]) == pytest.approx(row["kl"], rel=1e-6)
         assert row["neg_elbo"] == pytest.approx(row["reconstruction"] + row["kl"], rel=1e-9)
         # -log p(x) is bounded below by the copy floor, and the gap is not clearly negative.
-        assert -row["test_log_likelihood"] >= row["floor"]
-        assert row["variational_gap"] > -3 * row["variational_gap_se"]
-        assert row["likelihood_images"] == profile.likelihood_images
+        assert -likelihood["test_log_likelihood"] >= likelihood["floor"]
+        assert likelihood["variational_gap"] > -3 * likelihood["variational_gap_se"]
+        assert likelihood["likelihood_images"] == profile.likelihood_images
 
     assert metrics["digit_classifier"]["epochs"] == profile.classifier_epochs
     reference, *generators = metrics["generation"]

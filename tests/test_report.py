@@ -34,7 +34,7 @@ def table_records(text: str) -> list[list[dict[str, str]]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# markdown_table, merge_rows
+# markdown_table
 # ---------------------------------------------------------------------------------------------
 
 
@@ -43,13 +43,33 @@ def test_markdown_table():
             {"name": "vae", "loss": 2.5, "parameters": 12}]
     table = report.markdown_table(rows, {"name": "Model", "loss": "Loss|.3f",
                                       "parameters": "Parameters|,"})
-    # The dashes under a header are as many as the column's widest entry (at least 3).
+    # The dashes under a header: the widest cell and a space, or the header's longest word
+    # (headers wrap), at least 3; 'M' of 'Model' and 'm' of 'Parameters' print wider than a
+    # digit.
     assert table.splitlines() == [
         "| Model | Loss | Parameters |",
-        "|-----|-----|----------|",
+        "|------|------|-----------|",
         "| ae | 0.123 | 1,234,567 |",
         "| vae | 2.500 | 12 |",
     ]
+
+
+@pytest.mark.parametrize("text, width", [
+    ("0.123", 5), ("12.5%", 6), ("71.8% ± 0.4%", 14), ("$-\\log p(x)$", 9),
+    ("Mean $\\sigma$", 7), ("Var$_x(\\mu_d)$", 8), ("–", 1)])
+def test_shown_width_counts_what_prints(text, width):
+    assert report.shown_width(text) == width
+
+
+def test_a_column_of_percentages_gets_room_for_its_wide_characters():
+    # Same number of characters, but '%' and '±' print wider than digits: the old widths
+    # (characters alone) wrapped '71.8% ± 0.4%' in the PDF.
+    table = report.markdown_table(
+        [{"share": 0.718, "share_se": 0.004, "loss": 1234567.8912}],
+        {"share": "Share|±.1%", "loss": "Loss|.4f"})
+    dashes = [len(part) for part in table.splitlines()[1][1:-1].split("|")]
+    cells = table.splitlines()[2][2:-2].split(" | ")
+    assert len(cells[0]) == len(cells[1]) == 12 and dashes[0] > dashes[1]
 
 
 def test_markdown_table_doctest():
@@ -76,11 +96,12 @@ def test_markdown_table_with_standard_errors_and_missing_values():
     assert lines[3] == "| 5 | – | 50.0% ± 1.2% | – |"
     # Never '-0.0'; an SE too small for the format keeps one significant digit.
     assert lines[4] == "| 1 | 0.0 ± 0.0004 | 100.0% ± 0.0% | last |"
-    # The dashes under each header are as many as the column's widest entry (at least 3).
-    cells = [line[2:-2].split(" | ") for line in (lines[0], *lines[2:])]
+    # The dashes under each header: its widest cell (as printed) and a space, or the header.
+    cells = [line[2:-2].split(" | ") for line in lines[2:]]
     widths = [len(part) for part in lines[1][1:-1].split("|")]
-    assert widths == [max(3, *(len(row[i]) for row in cells)) for i in range(4)]
-    assert widths == [len("Weight"), len("0.0 ± 0.0004"), len("100.0% ± 0.0%"), len("first")]
+    assert widths == [max(3, report.shown_width(header),
+                          *(report.shown_width(row[i]) + 1 for row in cells))
+                      for i, header in enumerate(("Weight", "Loss", "Share", "Note"))]
 
 
 def test_markdown_table_small_standard_error_of_a_percentage_stays_a_percentage():
@@ -91,28 +112,13 @@ def test_markdown_table_small_standard_error_of_a_percentage_stays_a_percentage(
 def test_markdown_table_thousands_and_plain_columns():
     table = report.markdown_table([{"name": "dense", "count": 1234567}],
                                {"name": "Layer", "count": "Parameters|,"})
-    assert table.splitlines() == ["| Layer | Parameters |", "|-----|----------|",
+    assert table.splitlines() == ["| Layer | Parameters |", "|------|-----------|",
                                   "| dense | 1,234,567 |"]
 
 
 def test_markdown_table_needs_rows():
     with pytest.raises(ValueError, match="rows: expected at least one row"):
         report.markdown_table([], {"a": "A"})
-
-
-def test_merge_rows_joins_on_the_key_in_the_first_rows_order():
-    first = [{"w": 0.1, "a": 1, "shared": "first"}, {"w": 1.0, "a": 2, "shared": "first"}]
-    second = [{"w": 1.0, "b": 20, "shared": "second"}, {"w": 0.1, "b": 10, "shared": "second"}]
-    assert report.merge_rows(first, second, "w") == [
-        {"w": 0.1, "a": 1, "b": 10, "shared": "second"},
-        {"w": 1.0, "a": 2, "b": 20, "shared": "second"}]
-    assert first[0] == {"w": 0.1, "a": 1, "shared": "first"}  # the inputs stay as they were
-
-
-def test_merge_rows_rejects_rows_of_other_keys():
-    with pytest.raises(ValueError, match=r"second: expected rows for the same ws as first, "
-                                         r"got \[0.1, 5.0\]"):
-        report.merge_rows([{"w": 0.1}, {"w": 1.0}], [{"w": 0.1}, {"w": 5.0}], "w")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -240,3 +240,20 @@ def test_a_model_beaten_on_its_own_objective():
     assert at_five["own_minus_rival_se"] == pytest.approx(0.0, abs=1e-9)  # paired: same noise
     # On the weight-1 objective the weight-1 model wins: 149.0 against 156.8.
     assert at_one["own_minus_rival"] == pytest.approx(142.7 + 6.3 - (150.0 + 6.8))
+
+
+def test_baseline_changes_pair_each_vae_with_the_baseline_image_by_image():
+    rng = np.random.default_rng(0)
+    shared = rng.normal(140.0, 30.0, 500)  # image difficulty, common to every model
+    baseline = {"reconstruction": shared}
+    vaes = {0.1: {"reconstruction": shared + 0.5 + rng.normal(0.0, 0.1, 500)},
+            5.0: {"reconstruction": shared + 30.0}}
+    rows = vae_analyses.baseline_changes(baseline, vaes)
+    assert [row["kl_weight"] for row in rows] == [0.1, 5.0]
+    difference = vaes[0.1]["reconstruction"] - shared
+    assert rows[0]["reconstruction_change"] == pytest.approx(difference.mean())
+    # Paired: the SE is that of the differences (about 0.1/sqrt(500)), not of the images' spread.
+    assert rows[0]["reconstruction_change_se"] == pytest.approx(
+        difference.std(ddof=1) / np.sqrt(500))
+    assert rows[1]["reconstruction_change"] == pytest.approx(30.0)
+    assert rows[1]["reconstruction_change_se"] == pytest.approx(0.0, abs=1e-9)
