@@ -3,6 +3,7 @@
 Run from the project root (about 15 minutes on a quiet 2-core AVX-512 VM):
 
     .venv/bin/python benchmarks/lean_autoencoder.py [--rounds 2] [--epochs 2] [--train]
+    .venv/bin/python benchmarks/lean_autoencoder.py --paired   (after --train and a full run)
 
 The project's encoder is the assignment's trunk: Conv2D 32 and 64 at full resolution, each
 followed by max-pooling. The lean encoder gets to the same 7x7x64 map with stride-2
@@ -13,9 +14,10 @@ with the project's pipeline; the sides and the ISAs alternate within each round,
 medians are reported. `--train` then trains the lean model as the notebook trains the Task 1
 autoencoder (`ca4.train_model`, 20 epochs, the same seed) and reports its test BCE per pixel with
 the standard error over the test images, beside the project model's from the notebook's last
-full run (build/metrics.json).
+full run (build/metrics.json). `--paired` then compares the two trained models image by image
+on the test set (the difference's standard error is the paired one).
 
-Writes build/lean_autoencoder.json and prints a table.
+Writes build/lean_autoencoder.json (and build/lean_autoencoder_paired.json) and prints a table.
 """
 
 from __future__ import annotations
@@ -114,15 +116,89 @@ def train_and_score() -> dict[str, Any]:
     return result
 
 
+def cached_model(name: str, build: Any) -> Any:
+    """The full profile's trained `name` from the model cache (build/cache/index.json), loaded
+    into a freshly built model; None when the cache does not hold it. The entry stores the
+    model's weights first, then the optimiser's state (`checkpoints.training_state`), which
+    this model, compiled afresh, does not have: only the weights are assigned."""
+    import numpy as np
+
+    cache = settings.build_dir() / "cache"
+    index_path = cache / "index.json"
+    entry = json.loads(index_path.read_text()).get("full", {}).get(name) \
+        if index_path.is_file() else None
+    # A model trained outside a notebook run (the lean one) is not indexed: its newest entry.
+    found = [cache / entry] if entry else sorted(cache.glob(f"{name}-*.npz"),
+                                                 key=lambda path: path.stat().st_mtime)
+    if not found:
+        return None
+    path = found[-1]
+    model = build()
+    with np.load(path, allow_pickle=False) as archive:
+        for index, variable in enumerate(model.weights):
+            value = archive[f"variable_{index:04d}"]
+            if tuple(variable.shape) != value.shape:
+                raise ValueError(f"{path.name}: variable {index} has shape {value.shape}, "
+                                 f"the model's {variable.path} {tuple(variable.shape)}")
+            variable.assign(value)
+    return model
+
+
+def paired_test_bce() -> dict[str, Any]:
+    """Both trained models (the notebook's, and the lean one that `--train` trained) on the
+    same test images: each one's test BCE per pixel and the lean minus the project's, paired
+    image by image (the per-image losses of two such models move together, so the paired
+    standard error is far smaller than either model's own)."""
+    import numpy as np
+
+    import ca4_helpers as ca4
+    from ca4lib import estimates, inference, measures
+
+    models = {"project": cached_model("autoencoder_latent10", lambda: ca4.build_autoencoder(10)),
+              "lean": cached_model("lean_autoencoder_latent10", build_lean_autoencoder)}
+    if any(model is None for model in models.values()):
+        raise SystemExit("paired: run the full-profile notebook and --train first (the cache "
+                         "holds neither model otherwise)")
+    _, (x_test_raw, _) = ca4.load_mnist()
+    x_test = ca4.normalize_images(x_test_raw)
+    bce = {side: measures.per_image_bce(x_test, inference.predict(model, x_test))
+           for side, model in models.items()}
+    metrics = settings.build_dir() / "metrics.json"
+    if metrics.is_file() and json.loads(metrics.read_text()).get("profile") == "full":
+        # The weights went in right only if the notebook's own number comes out again.
+        reported = json.loads(metrics.read_text())["autoencoder"]["bce"]
+        if abs(float(np.mean(bce["project"])) - reported) > 1e-6:
+            raise SystemExit(f"paired: the cached project model scores "
+                             f"{np.mean(bce['project']):.6f}, the notebook reported {reported:.6f}")
+    difference = estimates.paired_estimate(bce["lean"], bce["project"])
+    return {**{side: {"bce": estimates.mean_estimate(values).value,
+                      "bce_se": estimates.mean_estimate(values).se}
+               for side, values in bce.items()},
+            "lean_minus_project": difference.value, "lean_minus_project_se": difference.se,
+            "clear": difference.sign != 0}
+
+
 def main(arguments: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per process")
     parser.add_argument("--train", action="store_true", help="also train both for 20 epochs")
+    parser.add_argument("--paired", action="store_true",
+                        help="only compare the two cached trained models, image by image")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     options = parser.parse_args(arguments)
     if options.worker:
         print(json.dumps(worker(options.worker, options.epochs)))
+        return 0
+    if options.paired:
+        found = paired_test_bce()
+        output = settings.build_dir() / "lean_autoencoder_paired.json"
+        storage.write_json_atomic(output, found)
+        for side in ("project", "lean"):
+            print(f"{side}: test BCE {found[side]['bce']:.5f} ± {found[side]['bce_se']:.5f}")
+        print(f"lean minus project, paired over the test images: "
+              f"{found['lean_minus_project']:.5f} ± {found['lean_minus_project_se']:.5f} "
+              f"({'clear' if found['clear'] else 'not clear'}); wrote {output}")
         return 0
     times: dict[str, dict[str, list[float]]] = {isa: {side: [] for side in SIDES} for isa in ISAS}
     parameters = {}

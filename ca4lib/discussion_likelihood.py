@@ -268,10 +268,8 @@ def likelihood_paragraph(rows: Sequence[Mapping[str, Any]], spread: SeedSpread |
     weights compared by the better estimate (beyond the spread over seeds, where known)."""
     if not rows:
         raise ValueError("rows: expected one row per KL weight, got none")
-    sweeps = sweeps_text(rows)
-    return " ".join([method_text(rows), *(weight_sentences(row) for row in rows),
-                     tail_text(rows),
-                     sweeps, comparison_text(rows, spread)])
+    return "\n\n".join([method_text(rows), " ".join(weight_sentences(row) for row in rows),
+                        f"{tail_text(rows)} {sweeps_text(rows)}", comparison_text(rows, spread)])
 
 
 def likelihood_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -315,7 +313,10 @@ def likelihood_checks_table(rows: Sequence[Mapping[str, Any]]) -> str:
                  f"{number(row['quadrature_change_by_size_max_abs'][-1], '.3g')}"
                  if row["step_change"] is not None else None)} for row in rows]
     return markdown_table(checks, {
-        "kl_weight": "KL weight|g", "difference": "Quadrature $-$ importance",
-        "median": "Median", "percentiles": "1st / 99th percentile", "extremes": "Min / max",
-        "sweep": f"Importance at K = {sizes}", "last_k": "Last K step",
-        "step": "Half step: mean / max change"})
+        "kl_weight": "KL weight|g",
+        "difference": "$\\log p(x)$, quadrature minus importance sampling: mean",
+        "median": "median", "percentiles": "1st / 99th percentile", "extremes": "min / max",
+        "sweep": f"$-\\log p(x)$ by importance sampling at K = {sizes}",
+        "last_k": "its change at the last K step",
+        "step": "Quadrature with its local step halved: mean / largest change"},
+        transpose=True)

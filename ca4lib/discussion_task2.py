@@ -20,12 +20,14 @@ from ca4lib.seed_spread import SeedSpread, clear_sign, step_signs
 from ca4lib.wording import listed, percent, plural, steps_text, weights_text
 
 
-def seed_note(spread: SeedSpread | None, steps: Mapping[str, list[float]]) -> str:
-    """What the seed spread of the steps named in `steps` is, or that none is known."""
+def seed_note(spread: SeedSpread | None, steps: Mapping[str, list[float]],
+              shares: Sequence[str] = ()) -> str:
+    """What the seed spread of the steps named in `steps` is (those in `shares` as
+    percentages), or that none is known."""
     if spread is None:
         return ("no spread over training seeds is known for this profile, so each step rests "
                 "on the test images' interval alone")
-    parts = [f"{name} {listed([number(sd, '.2g') for sd in sds])}"
+    parts = [f"{name} {listed([percent(sd) if name in shares else number(sd, '.2g') for sd in sds])}"
              for name, sds in steps.items()]
     return (f"the standard deviation of each step over {len(spread.seeds)} training seeds is "
             f"{'; '.join(parts)} ({table('task2_seed_steps')}), and a step counts only beyond "
@@ -127,7 +129,8 @@ def reconstructions_answer(sweep: Sequence[Mapping[str, Any]], spread: SeedSprea
         return text + "."
     shares = listed([percent(row["recognised"]) for row in sweep])
     misread = [1 - row["recognised"] for row in sweep]
-    note = seed_note(spread, {"recognised": step_sds(spread, sweep, "recognised")})
+    note = seed_note(spread, {"recognised": step_sds(spread, sweep, "recognised")},
+                     shares=("recognised",))
     return text + (
         f". The digit classifier recognises the original digit in {shares} of the mean "
         f"reconstructions for weights {weights_text(weights)}: that share "
@@ -177,7 +180,7 @@ def continuity_answer(space: Sequence[Mapping[str, Any]], spread: SeedSpread | N
     answer = {"consistent": "A larger weight gives a smoother latent space",
               "partly": "A larger weight gives a smoother latent space where the steps are "
                         "clear, and no clear step makes it rougher",
-              "against": (f"A larger weight does not make the latent space smoother: it gets "
+              "against": (f"A larger weight does not make the latent space smoother; it gets "
                           f"rougher {listed(rougher)}" if rougher else
                           "The weight does not clearly change how smooth the latent space is")}[
         status_of(steps, -1)]
@@ -203,21 +206,28 @@ def continuity_answer(space: Sequence[Mapping[str, Any]], spread: SeedSpread | N
 
 def baseline_reconstruction_text(baseline: Mapping[str, Any],
                                  sweep: Sequence[Mapping[str, Any]],
-                                 changes: Sequence[Mapping[str, Any]]) -> str:
+                                 changes: Sequence[Mapping[str, Any]],
+                                 spread: SeedSpread | None = None) -> str:
     """The baseline's reconstruction term against the best VAE's, by their paired difference
-    over the test images (`vae_analyses.baseline_changes`): best, no clear difference, or worse."""
+    over the test images (`vae_analyses.baseline_changes`), counted only beyond the VAE's
+    spread over training seeds where known: best, no clear difference, or worse."""
     best = min(sweep, key=lambda row: row["reconstruction"])
     change = change_of(next(row for row in changes if row["kl_weight"] == best["kl_weight"]),
                        "reconstruction")
+    sd = (spread.sd("sweep", "reconstruction", best["kl_weight"])
+          if spread is not None and spread.has("sweep", "reconstruction") else None)
+    sign = clear_sign(change, sd)
+    seeds = ("" if sd is None else f"; the VAE's term varies by {number(sd, '.1f')} nats over "
+             f"training seeds, {table('task2_seeds')}")
     lead = {1: "Without the KL term the baseline reconstructs best",
             0: "Without the KL term the baseline does not reconstruct clearly better than the "
                "VAEs",
             -1: "Even without the KL term the baseline reconstructs worse than the best VAE"}
-    return (f"{lead[change.sign]}: its reconstruction term is "
+    return (f"{lead[sign]}: its reconstruction term is "
             f"{estimate_of(baseline, 'reconstruction').text('.1f')} nats against "
             f"{estimate_of(best, 'reconstruction').text('.1f')} at weight {best['kl_weight']:g}, "
             f"the lowest of the VAEs (VAE minus baseline, paired over the test images: "
-            f"{change.text('.1f')}; {table('task2_sweep')})")
+            f"{change.text('.1f')}, {table('task2_sweep')}{seeds})")
 
 
 def baseline_answer(baseline: Mapping[str, Any], sweep: Sequence[Mapping[str, Any]],
@@ -239,7 +249,8 @@ def baseline_answer(baseline: Mapping[str, Any], sweep: Sequence[Mapping[str, An
     seeds = ("" if sd is None else f" The VAE's share varies by {percent(sd)} over "
              f"training seeds ({table('task2_seeds')}), and a difference counts only beyond it.")
     return (
-        f"**Against a plain autoencoder.** {baseline_reconstruction_text(baseline, sweep, changes)}"
+        f"**Against a plain autoencoder.** "
+        f"{baseline_reconstruction_text(baseline, sweep, changes, spread)}"
         f". Nothing keeps its posterior wide: its mean $\\sigma$ is "
         f"{number(baseline['mean_sigma'], '.2g')}, against "
         f"{listed([number(row['mean_sigma'], '.2g') for row in sweep])} for the VAEs. But "
@@ -270,6 +281,10 @@ def broken_steps(weights: Sequence[float], changes: Sequence[Estimate],
         else:
             reasons.append(f"{where} the change ({change.text(spec)}) is within its spread "
                            f"over seeds ({number(sd, spec)})")
+    others = [change for index, change in enumerate(changes)
+              if clear_sign(change, sds[index] if index < len(sds) else None) == -expected]
+    if len(changes) > 1 and len(others) == len(changes):
+        return f"Every step moved the other way ({listed([c.text(spec) for c in others])})"
     text = "; ".join(reasons)
     return text[:1].upper() + text[1:]
 

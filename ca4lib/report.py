@@ -94,8 +94,12 @@ def shown_width(text: str) -> int:
     return math.ceil(sum(WIDE_CHARACTERS.get(character, 1.0) for character in shown))
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str],
+                   transpose: bool = False) -> str:
     """Render rows as a Markdown table; `columns` maps each key to 'Header|format'.
+
+    `transpose` turns the table on its side for rows with many columns: the first column's
+    values head the columns, and each other header labels a row (labels wrap between words).
 
     A format starting with '±' prints the value with its standard error, read from the
     row's `{key}_se`: '±.1f' gives '148.9 ± 0.3' (with a digit more where the row's `n` says
@@ -125,8 +129,13 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
     headers = [spec.partition("|")[0] for spec in columns.values()]
     body = [[cell(row, key, spec.partition("|")[2]) for key, spec in columns.items()]
             for row in rows]
+    if transpose:
+        headers, body = ([headers[0], *(cells[0] for cells in body)],
+                         [[header, *(cells[index] for cells in body)]
+                          for index, header in enumerate(headers) if index])
     widths = [max(3, *(shown_width(word) for word in header.split()),
-                  *(shown_width(cells[i]) + 1 for cells in body))
+                  *(max(shown_width(word) for word in cells[i].split()) + 1
+                    if transpose and i == 0 else shown_width(cells[i]) + 1 for cells in body))
               for i, header in enumerate(headers)]
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join("-" * width for width in widths) + "|"]
@@ -135,9 +144,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
 
 
 def show_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str], name: str,
-               **caption_fields: Any) -> None:
+               transpose: bool = False, **caption_fields: Any) -> None:
     """Show a Markdown table (markdown_table) under its numbered caption (ca4lib.numbering)."""
-    show_markdown_table(markdown_table(rows, columns), name, **caption_fields)
+    show_markdown_table(markdown_table(rows, columns, transpose), name, **caption_fields)
 
 
 def show_markdown_table(table: str, name: str, **caption_fields: Any) -> None:
@@ -154,9 +163,12 @@ DIMENSION_COLUMNS = {"kl_weight": "KL weight|g", "per_dimension": "KL per dimens
                      "mean_variance": "Var$_x(\\mu_d)$", "active_dimensions": "Active",
                      "variance": "Var$(z_d)$"}
 LATENT_SPACE_COLUMNS = {
-    "model": "Codes", "active_dimensions": "Active", "coverage": "Coverage|±.0%",
-    "active_coverage": "Active coverage|±.0%", "prior_active_coverage": "Prior's|±.0%",
-    "own_active_neighbour_change": "Active change|±.3f", "knn": "kNN|±.1%"}
+    "model": "Codes", "active_dimensions": "Active dimensions",
+    "coverage": "Coverage, all dimensions|±.0%",
+    "active_coverage": "Coverage, active dimensions|±.0%",
+    "prior_active_coverage": "The prior's coverage, as many dimensions|±.0%",
+    "own_active_neighbour_change": "Neighbour change, active dimensions|±.3f",
+    "knn": "kNN accuracy|±.1%"}
 TRAINING_COLUMNS = {"name": "Model", "epochs": "Epochs", "seconds": "Training time",
                     "source": "This run"}
 GENERATION_COLUMNS = {

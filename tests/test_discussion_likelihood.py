@@ -215,9 +215,13 @@ def test_likelihood_table_gives_both_estimates_and_the_checks():
     assert "| 0.1 | 980 of 1,000 | 140.50 ± 0.30 | 140.00 ± 0.30 | importance sampling | " \
            "143.00 | 3.00 ± 0.05 |" in estimates_table
     assert "| 1 | 1,000 | 140.50 ± 0.30 | 140.00 ± 0.30 | quadrature |" in estimates_table
-    assert "Importance at K = 100 / 300 / 1,000" in checks_table
-    assert "| 5 | 0.50 ± 0.02 | 0.09 | -0.4 / 12.5 | -3.4 / 167 | 141.20 / 140.70 / 140.50 | " \
-           "-0.02 ± 0.01 | 0.004 / 0.031 |" in checks_table
+    # On its side: one column per weight, one row per check.
+    assert checks_table.splitlines()[0] == "| KL weight | 0.1 | 1 | 5 |"
+    assert "| median | 0.09 | 0.09 | 0.09 |" in checks_table
+    assert "| min / max | -3.4 / 167 | -3.4 / 167 | -3.4 / 167 |" in checks_table
+    assert ("| $-\\log p(x)$ by importance sampling at K = 100 / 300 / 1,000 | "
+            "141.20 / 140.70 / 140.50 |") in checks_table
+    assert "| its change at the last K step | -0.02 ± 0.01 |" in checks_table
 
 
 def test_a_likelihood_difference_within_the_seed_spread_is_not_clear(tmp_path):
