@@ -57,7 +57,7 @@ $(VENV_STAMP): requirements.txt
 	else why="uv is not on PATH and pip could not install it"; fi; \
 	if [ -n "$$uv" ]; then \
 	  echo "installing the pinned packages of requirements.txt into $(VENV) with uv: $$uv$${why:+ ($$why)}"; \
-	  if ! $(UV_TLS) "$$uv" pip install --quiet --python $(VPY) -r requirements.txt; then \
+	  if ! $(UV_TLS) "$$uv" pip install --quiet --compile-bytecode --python $(VPY) -r requirements.txt; then \
 	    echo "uv failed (see above): installing with pip instead (a few minutes the first time)"; \
 	    $(PIP_INSTALL) -r requirements.txt; fi; \
 	else \
