@@ -72,8 +72,8 @@ def pca_answer(autoencoder: Mapping[str, Any], overlap: Mapping[str, Any],
         f"their neighbours). The plane holds {percent(sum(ratios[:2]), 0)} of the codes' "
         f"variance ({percent(ratios[0], 0)} and {percent(ratios[1], 0)}), so digits that "
         f"overlap in it may lie apart in the other {autoencoder['latent_dim'] - 2} "
-        f"dimensions; the kNN accuracy of the whole codes ({table('q2_latent_sizes')}) "
-        f"measures that.")
+        f"dimensions; the kNN accuracy of whole codes measures that ({table('q2_latent_sizes')}"
+        f", for the shorter-trained models of question 2).")
 
 
 def normalisation_answer(bce_at_255: float, seed_rows: Sequence[Mapping[str, Any]]) -> str:
@@ -95,10 +95,9 @@ def normalisation_answer(bce_at_255: float, seed_rows: Sequence[Mapping[str, Any
     trained = (f"Trained for {plural(epochs, 'epoch')} on raw and on normalised pixels, {runs} "
                f"({table('q1_inputs')}), ")
     if len(seeds) > 1:
-        measured = (f"{trained}the raw-input model's test BCE is "
-                    f"{verdict_by(bce, 'lower', 'higher', '.4f')} and its share of dead ReLU "
-                    f"units is {verdict_by(dead, 'lower', 'higher', '.1%')} (raw against "
-                    f"normalised, paired by seed).")
+        measured = (f"{trained}against the normalised model of the same seed, the raw-input "
+                    f"model's test BCE is {verdict_by(bce, 'lower', 'higher', '.4f')} and its "
+                    f"share of dead ReLU units is {verdict_by(dead, 'lower', 'higher', '.1%')}.")
     else:
         measured = (f"{trained}the raw-input model reached a test BCE of "
                     f"{number(raw[seeds[0]]['test_bce'], '.4f')} against "

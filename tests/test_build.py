@@ -49,3 +49,42 @@ def test_the_build_tools_find_the_build_folder_where_ca4_does(folder, monkeypatc
     assert build.build_dir() == settings.build_dir()
     assert build.build_dir() == (settings.PROJECT_DIR / "build" if folder is None
                                  else tmp_path / folder)
+
+
+# The start-up path of `make run` in fresh processes: the runner, papermill and a kernel that
+# imports what the notebook's first cells import (IPython, ipywidgets through the explorer).
+# A second thread importing the project while jupyter_client imported IPython once made 1 run
+# in 7 fail; by design nothing imports from a second thread now, and this runs it 8 times.
+START_UP_RUNS = 8
+START_UP_SCRIPT = """
+import sys
+from tools import build
+build.execute_notebook(sys.argv[1], sys.argv[2], profile="fast", timeout=120)
+"""
+
+
+@pytest.mark.slow
+def test_the_start_up_path_never_fails_by_chance(tmp_path):
+    import subprocess
+    import sys
+
+    notebook = nbformat.v4.new_notebook(metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"}})
+    notebook.cells = [
+        nbformat.v4.new_code_cell("PROFILE = 'fast'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import IPython, ipywidgets\nfrom IPython.display import "
+                                  "Markdown, display\nprint('started')")]
+    source = tmp_path / "start.ipynb"
+    nbformat.write(notebook, source)
+    failures = []
+    for run in range(START_UP_RUNS):
+        target = tmp_path / f"run{run}" / "start.ipynb"
+        completed = subprocess.run([sys.executable, "-c", START_UP_SCRIPT, str(source),
+                                    str(target)], cwd=settings.PROJECT_DIR, capture_output=True,
+                                   text=True, timeout=300, check=False)
+        if completed.returncode != 0 or "started" not in completed.stdout:
+            failures.append(f"run {run + 1}: exit {completed.returncode}\n"
+                            f"{completed.stdout[-800:]}{completed.stderr[-800:]}")
+    assert not failures, f"{len(failures)} of {START_UP_RUNS} start-ups failed:\n" + \
+        "\n".join(failures)
