@@ -36,9 +36,9 @@ def objectives_text(objectives: Sequence[Mapping[str, Any]],
                                  f"{row['rival']:g} model does better than the model trained "
                                  f"on it, by {margin.text('.1f')} nats"
                                  for row, margin in zip(beaten, margins)])
-                 + (": training stopped that model short of its objective's optimum. "
+                 + (": training did not bring that model to its objective's optimum. "
                     if len(beaten) == 1 else
-                    ": training stopped those models short of their objectives' optima. "))
+                    ": training did not bring those models to their objectives' optima. "))
     else:
         text += "Each model does best on its own objective. "
     slopes = []
@@ -215,7 +215,9 @@ def seeds_text(spread: SeedSpread | None, sweep: Sequence[Mapping[str, Any]],
     largest = max(abs(offset) for offset in offsets.values())
     if largest <= 1e-6 * max(abs(row["neg_elbo"]) for row in sweep):
         return text + f" Its seed {seed} gives this run's numbers exactly: the same models."
-    return text + (f" Its seed {seed} gives this run's negative ELBO to within "
-                   f"{number(largest, '.2g')} nats at every weight, inside the standard error "
-                   f"of {number(min(row['neg_elbo_se'] for row in sweep), '.2g')}: the same "
-                   f"training, moved a little by another CPU's rounding.")
+    return text + (f" Its seed {seed} is this run's training (the same code and seed) on "
+                   f"another CPU, whose rounding gives slightly different models: their "
+                   f"negative ELBO is within {number(largest, '.2g')} nats of this run's at "
+                   f"every weight, inside its standard error of "
+                   f"{number(min(row['neg_elbo_se'] for row in sweep), '.2g')}, while other "
+                   f"numbers may differ by more.")

@@ -188,10 +188,10 @@ def step_check_text(rows: Sequence[Mapping[str, Any]]) -> str:
         return halving + "checks it"
     largest = max(abs(row["step_check_offset"]) for row in rows)
     tolerance = min(row["step_check_tolerance"] for row in rows)
-    return (halving + "was checked once on the same images (experiments/likelihood_checks.py), "
-            f"for models whose $-\\log p(x)$ there is within {amount_text(largest, tolerance)} nats "
-            f"of this run's at every weight, inside the standard error of "
-            f"{number(tolerance, '.2f')}")
+    return (halving + "was checked once on the same images by experiments/likelihood_checks.py"
+            f", for models whose $-\\log p(x)$ at this grid differs from this run's by at most "
+            f"{amount_text(largest, tolerance)} nats at every weight (less than its standard "
+            f"error, {number(tolerance, '.2f')})")
 
 
 def method_text(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -249,7 +249,8 @@ def comparison_text(rows: Sequence[Mapping[str, Any]], spread: SeedSpread | None
             + (f"; clearly above it are {', '.join(clear)} nats (paired over the same images)"
                if clear else "") + ".")
     if spread is not None:
-        text += (f" Over {len(spread.seeds)} training seeds these differences vary by "
+        text += (f" Over {len(spread.seeds)} training seeds these differences (by importance "
+                 f"sampling at K = 100, the experiment's estimate) vary by "
                  + listed([f"{number(sd, '.2g')} nats (weight {weight:g})"
                            for weight, sd in sds.items()])
                  + f" (standard deviation, {table('task2_seed_steps')}), and a difference "

@@ -43,10 +43,12 @@ def step_sds(spread: SeedSpread | None, rows: Sequence[Mapping[str, Any]], metri
             for a, b in zip(rows, rows[1:])]
 
 
-def weight_answer(sweep: Sequence[Mapping[str, Any]], spread: SeedSpread | None) -> str:
+def weight_answer(sweep: Sequence[Mapping[str, Any]], space: Sequence[Mapping[str, Any]],
+                  spread: SeedSpread | None) -> str:
     """Question 1 in one sentence: what each step of the weight did to the KL term, the
-    reconstruction term, the recognised mean reconstructions and the active dimensions (each
-    step counted only where clear, as in the paragraphs that follow with the numbers)."""
+    reconstruction term, the recognised mean reconstructions, the latent space's smoothness
+    (along active dimensions) and the active dimensions (each step counted only where clear,
+    as in the paragraphs that follow with the numbers)."""
     weights = [row["kl_weight"] for row in sweep]
     parts = [f"the KL term {steps_text(weights, step_signs(sweep, 'kl', spread))}",
              f"the reconstruction term "
@@ -54,6 +56,12 @@ def weight_answer(sweep: Sequence[Mapping[str, Any]], spread: SeedSpread | None)
     if "recognised" in sweep[0]:
         parts.append(f"the share of mean reconstructions read as their digit "
                      f"{steps_text(weights, step_signs(sweep, 'recognised', spread))}")
+    measured = [row for row in space[1:] if row["active_dimensions"] > 0]
+    if len(measured) > 1:
+        rough = smoothness_steps(measured, spread)
+        parts.append(f"the change between neighbouring decoded tiles along active dimensions "
+                     f"(how rough the latent space is) "
+                     f"{steps_text([row['kl_weight'] for row in measured], rough)}")
     collapsed = [f"{len(row['mean_variance']) - row['active_dimensions']} of "
                  f"{len(row['mean_variance'])} latent dimensions switched off at weight "
                  f"{row['kl_weight']:g}" for row in sweep
@@ -103,10 +111,9 @@ def losses_answer(sweep: Sequence[Mapping[str, Any]], objectives: Sequence[Mappi
             f"{estimate_of(row, 'own').text('.1f')} nats and the weight-{row['rival']:g} model "
             f"{estimate_of(row, 'rival_score').text('.1f')} ({table('task2_objectives')}): "
             f"another model does better on the objective the weight-{row['objective']:g} "
-            f"model was trained for, so that model is not at its objective's optimum: "
-            f"{plural(sweep[0]['epochs'], 'epoch')} of Adam stopped it short of it, and what "
-            f"it became ({table('task2_dimensions')}) is not shown to be "
-            f"what the objective demands.")
+            f"model was trained for, so its {plural(sweep[0]['epochs'], 'epoch')} of Adam did "
+            f"not bring that model to its objective's optimum, and what it became "
+            f"({table('task2_dimensions')}) is not shown to be what the objective demands.")
     return text
 
 
@@ -139,6 +146,20 @@ def reconstructions_answer(sweep: Sequence[Mapping[str, Any]], spread: SeedSprea
         f"another digit, up to {percent(max(misread))}.")
 
 
+def smoothness_steps(measured: Sequence[Mapping[str, Any]], spread: SeedSpread | None
+                     ) -> list[int]:
+    """The clear sign of each step of the neighbour change along active dimensions between
+    neighbouring models (all with an active dimension): +1 rougher, -1 smoother, 0 unclear."""
+    steps = []
+    for a, b in zip(measured, measured[1:]):
+        change = (estimate_of(b, "own_active_neighbour_change")
+                  - estimate_of(a, "own_active_neighbour_change"))
+        sd = None if spread is None else spread.difference_sd(
+            "latent_space", "own_active_neighbour_change", a["kl_weight"], b["kl_weight"])
+        steps.append(clear_sign(change, sd))
+    return steps
+
+
 def continuity_answer(space: Sequence[Mapping[str, Any]], spread: SeedSpread | None) -> str:
     """Active dimensions, coverage and smoothness of each latent space, measured along its
     active dimensions only (an ignored dimension holds prior noise and repeats the grid)."""
@@ -166,15 +187,7 @@ def continuity_answer(space: Sequence[Mapping[str, Any]], spread: SeedSpread | N
             + ("(as the prior)" if gap.sign == 0 else
                f"({'below' if gap.sign < 0 else 'above'} the prior's "
                f"{percent(row['prior_active_coverage'], 0)})"))
-    steps = []
-    for a, b in zip(measured, measured[1:]):
-        change = (Estimate(b["own_active_neighbour_change"], b["own_active_neighbour_change_se"],
-                           b["n"])
-                  - Estimate(a["own_active_neighbour_change"],
-                             a["own_active_neighbour_change_se"], a["n"]))
-        sd = None if spread is None else spread.difference_sd(
-            "latent_space", "own_active_neighbour_change", a["kl_weight"], b["kl_weight"])
-        steps.append(clear_sign(change, sd))
+    steps = smoothness_steps(measured, spread)
     rougher = [f"from {a['kl_weight']:g} to {b['kl_weight']:g}"
                for a, b, sign in zip(measured, measured[1:], steps) if sign > 0]
     answer = {"consistent": "A larger weight gives a smoother latent space",
@@ -220,14 +233,18 @@ def baseline_reconstruction_text(baseline: Mapping[str, Any],
     seeds = ("" if sd is None else f"; the VAE's term varies by {number(sd, '.1f')} nats over "
              f"training seeds, {table('task2_seeds')}")
     lead = {1: "Without the KL term the baseline reconstructs best",
-            0: "Without the KL term the baseline does not reconstruct clearly better than the "
-               "VAEs",
+            0: "Without the KL term the baseline reconstructs neither clearly better nor "
+               "clearly worse than the best VAE",
             -1: "Even without the KL term the baseline reconstructs worse than the best VAE"}
-    return (f"{lead[sign]}: its reconstruction term is "
+    words = lead[sign]
+    if sign == 0 and change.sign != 0:
+        words += (" (on these test images it does " + ("worse" if change.sign < 0 else "better")
+                  + ", by less than the VAE's spread over training seeds)")
+    return (f"{words}: its reconstruction term is "
             f"{estimate_of(baseline, 'reconstruction').text('.1f')} nats against "
             f"{estimate_of(best, 'reconstruction').text('.1f')} at weight {best['kl_weight']:g}, "
             f"the lowest of the VAEs (VAE minus baseline, paired over the test images: "
-            f"{change.text('.1f')}, {table('task2_sweep')}{seeds})")
+            f"{change.text('.1f')}; the terms are in {table('task2_sweep')}{seeds})")
 
 
 def baseline_answer(baseline: Mapping[str, Any], sweep: Sequence[Mapping[str, Any]],
@@ -246,6 +263,9 @@ def baseline_answer(baseline: Mapping[str, Any], sweep: Sequence[Mapping[str, An
     sd = (spread.sd("generation", "confident_share", vae["kl_weight"])
           if spread is not None and spread.has("generation", "confident_share") else None)
     verdict = {1: "more", -1: "less", 0: "not clearly more or less"}[clear_sign(gap, sd)]
+    if clear_sign(gap, sd) == 0 and gap.sign != 0:
+        verdict = (f"{'more' if gap.sign > 0 else 'less'} recognisable on these samples but, "
+                   f"by less than the VAE's spread over training seeds, not clearly")
     seeds = ("" if sd is None else f" The VAE's share varies by {percent(sd)} over "
              f"training seeds ({table('task2_seeds')}), and a difference counts only beyond it.")
     return (
@@ -258,7 +278,8 @@ def baseline_answer(baseline: Mapping[str, Any], sweep: Sequence[Mapping[str, An
         f"own codes, it gives digits the classifier reads with confidence (probability at "
         f"least {CONFIDENCE:g}) {percent(base['confident_share'], 0)} of the time, against "
         f"{percent(vae['confident_share'], 0)} for the weight-{vae['kl_weight']:g} VAE "
-        f"decoding the prior's samples: the VAE's samples are {verdict} recognisable "
+        f"decoding the prior's samples: the VAE's samples are {verdict}"
+        f"{'' if 'recognisable' in verdict else ' recognisable'} "
         f"({gap.text('.1%')}; {table('task2_generation')}, {figure('task2_generated')})."
         + seeds)
 

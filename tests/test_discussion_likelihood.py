@@ -157,10 +157,10 @@ def test_likelihood_paragraph_names_a_step_check_from_the_experiment():
     text = paragraph(rows)
     assert ("a 32×32 grid over a window around its maximum refines it (local step: median "
             "0.0074, at most 0.027), and the coarse grid adds what lies outside the window; "
-            "halving the local step (32 against 64 points per side) was checked once on the same images "
-            "(experiments/likelihood_checks.py), for models whose $-\\log p(x)$ there is "
-            "within 0.0501 nats of this run's at every weight, inside the standard error of "
-            "0.95.") in text
+            "halving the local step (32 against 64 points per side) was checked once on the "
+            "same images by experiments/likelihood_checks.py, for models whose $-\\log p(x)$ at "
+            "this grid differs from this run's by at most 0.0501 nats at every weight (less "
+            "than its standard error, 0.95).") in text
 
 
 def test_likelihood_paragraph_says_the_experiments_check_was_of_other_models():
@@ -246,4 +246,5 @@ def test_a_likelihood_difference_within_the_seed_spread_is_not_clear(tmp_path):
     assert "training seeds" not in without
     assert "lowest at weight 1, not clearly below weight 0.1; clearly above it are weight 5" \
         in with_spread
-    assert "these differences vary by 7.2 nats (weight 0.1) and 9.5 nats (weight 5)" in with_spread
+    assert ("these differences (by importance sampling at K = 100, the experiment's estimate) "
+            "vary by 7.2 nats (weight 0.1) and 9.5 nats (weight 5)") in with_spread
