@@ -116,7 +116,9 @@ class Ticker:
 
     `tick(done)` prints a line at most every `every` seconds (and once at the end), so that a
     notebook cell that computes for minutes is never silent for long; a computation shorter
-    than `every` prints nothing.
+    than `every` prints nothing, unless it follows others without a pause (`PAUSE` seconds)
+    and a line is due for them together: several short estimates in one cell share one quiet
+    stretch, which is never longer than `every` either.
 
     >>> lines = []
     >>> ticker = Ticker("importance sampling", 4, say=lines.append, every=0.0)
@@ -124,20 +126,32 @@ class Ticker:
     True
     """
 
+    PAUSE = 2.0
+    # The quiet stretch that Tickers share: when it began, and when a Ticker last ticked.
+    quiet_since: float | None = None
+    last_tick: float | None = None
+
     def __init__(self, label: str, total: int, say: Callable[[str], None] | None = print,
                  every: float = 10.0) -> None:
         self.label, self.total = label, check_positive_int(total, "total")
         self.say = say or (lambda line: None)
         self.every = every
-        self.started = self.shown = time.perf_counter()
+        self.started = time.perf_counter()
+        follows = (Ticker.last_tick is not None and Ticker.quiet_since is not None
+                   and self.started - Ticker.last_tick < self.PAUSE)
+        if not follows:
+            Ticker.quiet_since = self.started
+        self.shown = Ticker.quiet_since if follows else self.started
+        Ticker.last_tick = self.started
 
     def tick(self, done: int) -> None:
         """Report that `done` of the total units are finished."""
         now = time.perf_counter()
-        if now - self.shown < self.every and done < self.total:
-            return
-        if done >= self.total and now - self.started < self.every:
-            return  # too short to have needed a line
+        Ticker.last_tick = now
+        if now - self.shown < self.every and (done < self.total or now - self.started
+                                                < self.every):
+            return  # a line is not due yet (a short computation needs none)
+        Ticker.quiet_since = now
         self.shown = now
         left = (now - self.started) / max(done, 1) * (self.total - done)
         self.say(f"  {self.label}: {done}/{self.total} done, {format_duration(now - self.started)}"

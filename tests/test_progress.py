@@ -65,3 +65,42 @@ def test_run_progress_counts_a_model_the_cache_was_expected_to_serve_once_it_tra
 ])
 def test_format_duration(seconds, text):
     assert progress.format_duration(seconds) == text
+
+
+def test_short_computations_in_a_row_share_one_quiet_stretch(monkeypatch):
+    """Three estimates of 9 s each, one after another (the fast profile's likelihood cell):
+    none needs a line alone, but together they would be silent for 27 s; a line comes once 10 s
+    have passed since the stretch began. After a pause, a short computation prints nothing."""
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(progress.Ticker, "quiet_since", None)
+    monkeypatch.setattr(progress.Ticker, "last_tick", None)
+    lines = []
+    for index in range(3):
+        ticker = progress.Ticker(f"estimate {index}", 9, say=lines.append)
+        for done in range(1, 10):
+            clock[0] += 1.0
+            ticker.tick(done)
+        clock[0] += 0.5  # what lies between two estimates: less than Ticker.PAUSE
+    # Lines at 10 s and 20 s into the stretch: never 10 s without one.
+    assert [line.split(":")[0] for line in lines] == ["  estimate 1", "  estimate 2"]
+    clock[0] += 60.0  # a pause: the next computation starts a stretch of its own
+    short = progress.Ticker("later", 5, say=lines.append)
+    for done in range(1, 6):
+        clock[0] += 1.0
+        short.tick(done)
+    assert len(lines) == 2
+
+
+def test_a_long_computation_prints_every_interval_and_at_the_end(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(progress.Ticker, "quiet_since", None)
+    monkeypatch.setattr(progress.Ticker, "last_tick", None)
+    lines = []
+    ticker = progress.Ticker("quadrature", 25, say=lines.append)
+    for done in range(1, 26):
+        clock[0] += 1.0
+        ticker.tick(done)
+    assert [line.split(",")[0] for line in lines] == [
+        "  quadrature: 10/25 done", "  quadrature: 20/25 done", "  quadrature: 25/25 done"]
