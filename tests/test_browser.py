@@ -113,7 +113,7 @@ def figure_calls(notebook: nbformat.NotebookNode) -> dict[int, int]:
                  and isinstance(node.func, ast.Attribute)
                  and isinstance(node.func.value, ast.Name)
                  and (node.func.value.id, node.func.attr) in {("plt", "show"),
-                                                              ("ca4", "show_figure")}]
+                                                              ("figures", "show_figure")}]
         assert not [call for call in calls if id(call) in in_loops], (
             f"cell {index} shows figures in a loop; the test counts one figure per call")
         if calls:
