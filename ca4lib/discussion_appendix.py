@@ -165,9 +165,9 @@ def seed_step_rows(spread: SeedSpread) -> list[dict[str, Any]]:
     spread a step between weights must exceed to count."""
     rows = []
     for section, metric, header, spec in SEED_METRICS:
-        weights = sorted(spread.values.get(section, {}).get(metric, {}))
         if metric == "active_dimensions":
             continue
+        weights = sorted(spread.values.get(section, {}).get(metric, {}))
         for first, second in zip(weights, weights[1:]):
             rows.append(seed_row(header, f"{first:g} to {second:g}",
                                  spread.differences(section, metric, first, second),

@@ -119,6 +119,23 @@ def reason_text(row: Mapping[str, Any]) -> str:
             f"importance sampling is {difference} nats per image")
 
 
+def last_k_change(row: Mapping[str, Any]) -> Estimate | None:
+    """Importance sampling's change of -log p(x) at its last K step (None: K was not swept)."""
+    if not row["importance_change_by_size"]:
+        return None
+    return Estimate(row["importance_change_by_size"][-1],
+                    row["importance_change_by_size_se"][-1], row["n"])
+
+
+def k_state(agreement: str, direction: str) -> str:
+    """Whether the last K step is within the tolerance (`agreement_of`), and if beyond it,
+    which way the estimate still moves with K (`direction`: 'falling', 'rising')."""
+    return {"within": f"within the {AGREEMENT_NATS:g}-nat tolerance: converged",
+            "beyond": f"beyond the {AGREEMENT_NATS:g}-nat tolerance: still {direction} with K",
+            "unclear": f"too uncertain to say whether it is within the {AGREEMENT_NATS:g}-nat "
+                       f"tolerance"}[agreement]
+
+
 def sweep_text(row: Mapping[str, Any]) -> str:
     """What importance sampling gives at each K, and whether its last step is converged."""
     sizes = row["importance_sizes"]
@@ -127,13 +144,8 @@ def sweep_text(row: Mapping[str, Any]) -> str:
     if len(sizes) == 1:
         return (f"Importance sampling gives {values} nats at K = {counts}; its K was not "
                 f"swept.")
-    last = Estimate(row["importance_change_by_size"][-1],
-                    row["importance_change_by_size_se"][-1], row["n"])
-    verdict = {"within": f"within the {AGREEMENT_NATS:g}-nat tolerance: converged",
-               "beyond": f"beyond the {AGREEMENT_NATS:g}-nat tolerance: still "
-                         f"{'falling' if last.value < 0 else 'rising'} with K",
-               "unclear": f"too uncertain to say whether it is within the "
-                          f"{AGREEMENT_NATS:g}-nat tolerance"}[agreement_of(last)]
+    last = last_k_change(row)
+    verdict = k_state(agreement_of(last), "falling" if last.value < 0 else "rising")
     return (f"Importance sampling gives {values} nats at K = {counts}; from K = "
             f"{sizes[-2]:,} to {sizes[-1]:,} its $-\\log p(x)$ changes by "
             f"{interval_text(last, tolerance=AGREEMENT_NATS)} nats ({verdict}).")
@@ -142,21 +154,15 @@ def sweep_text(row: Mapping[str, Any]) -> str:
 def sweeps_text(rows: Sequence[Mapping[str, Any]]) -> str:
     """The K sweep of every weight: one sentence when every weight swept the same K and its
     last step got the same verdict (the values are in the checks table), else one per weight."""
-    verdicts = {(tuple(row["importance_sizes"]), agreement_of(Estimate(
-        row["importance_change_by_size"][-1], row["importance_change_by_size_se"][-1],
-        row["n"])) if row["importance_change_by_size"] else None) for row in rows}
-    (sizes, verdict), = verdicts if len(verdicts) == 1 else ((None, None),)
-    if verdict is None or len(rows) == 1:
+    lasts = [last_k_change(row) for row in rows]
+    verdicts = {(tuple(row["importance_sizes"]), None if last is None else agreement_of(last))
+                for row, last in zip(rows, lasts)}
+    if len(rows) == 1 or len(verdicts) > 1 or None in lasts:
         return " ".join(sweep_text(row) for row in rows)
-    changes = listed([interval_text(Estimate(
-        row["importance_change_by_size"][-1], row["importance_change_by_size_se"][-1],
-        row["n"]), tolerance=AGREEMENT_NATS) for row in rows])
-    falling = all(row["importance_change_by_size"][-1] < 0 for row in rows)
-    state = {"within": f"within the {AGREEMENT_NATS:g}-nat tolerance: converged",
-             "beyond": f"beyond the {AGREEMENT_NATS:g}-nat tolerance: still "
-                       f"{'falling' if falling else 'moving'} with K",
-             "unclear": f"too uncertain to say whether within the {AGREEMENT_NATS:g}-nat "
-                        f"tolerance"}[verdict]
+    sizes = rows[0]["importance_sizes"]
+    changes = listed([interval_text(last, tolerance=AGREEMENT_NATS) for last in lasts])
+    state = k_state(agreement_of(lasts[0]),
+                    "falling" if all(last.value < 0 for last in lasts) else "moving")
     return (f"From K = {sizes[-2]:,} to {sizes[-1]:,} the importance-sampling $-\\log p(x)$ "
             f"changes by {changes} nats for weights "
             f"{weights_text([row['kl_weight'] for row in rows])} ({state}; "
@@ -306,10 +312,8 @@ def likelihood_checks_table(rows: Sequence[Mapping[str, Any]]) -> str:
         "extremes": (f"{number(row['quadrature_minus_importance_min'], '.3g')} / "
                      f"{number(row['quadrature_minus_importance_max'], '.3g')}"),
         "sweep": joined([number(value, ".2f") for value in row["importance_nll_by_size"]]),
-        "last_k": (interval_text(Estimate(row["importance_change_by_size"][-1],
-                                          row["importance_change_by_size_se"][-1], row["n"]),
-                                 tolerance=AGREEMENT_NATS)
-                   if row["importance_change_by_size"] else None),
+        "last_k": (None if last_k_change(row) is None else
+                   interval_text(last_k_change(row), tolerance=AGREEMENT_NATS)),
         "step": (f"{amount_text(row['step_change'])} / "
                  f"{number(row['quadrature_change_by_size_max_abs'][-1], '.3g')}"
                  if row["step_change"] is not None else None)} for row in rows]

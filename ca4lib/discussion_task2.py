@@ -43,6 +43,18 @@ def step_sds(spread: SeedSpread | None, rows: Sequence[Mapping[str, Any]], metri
             for a, b in zip(rows, rows[1:])]
 
 
+def clear_steps(changes: Sequence[Estimate], sds: Sequence[float]) -> list[int]:
+    """The clear sign of each step (`clear_sign`), beyond its seed spread where `sds` gives
+    one per step (an empty `sds`: no spread is known)."""
+    return [clear_sign(change, sds[index] if index < len(sds) else None)
+            for index, change in enumerate(changes)]
+
+
+def inactive_dimensions(row: Mapping[str, Any]) -> int:
+    """How many of a sweep row's latent dimensions are inactive (Var_x(mu_d) <= 0.01)."""
+    return len(row["mean_variance"]) - row["active_dimensions"]
+
+
 def weight_answer(sweep: Sequence[Mapping[str, Any]], space: Sequence[Mapping[str, Any]],
                   spread: SeedSpread | None) -> str:
     """Question 1 in one sentence: what each step of the weight did to the KL term, the
@@ -62,10 +74,9 @@ def weight_answer(sweep: Sequence[Mapping[str, Any]], space: Sequence[Mapping[st
         parts.append(f"the change between neighbouring decoded tiles along active dimensions "
                      f"(how rough the latent space is) "
                      f"{steps_text([row['kl_weight'] for row in measured], rough)}")
-    collapsed = [f"{len(row['mean_variance']) - row['active_dimensions']} of "
-                 f"{len(row['mean_variance'])} latent dimensions switched off at weight "
-                 f"{row['kl_weight']:g}" for row in sweep
-                 if row["active_dimensions"] < len(row["mean_variance"])]
+    collapsed = [f"{inactive_dimensions(row)} of {len(row['mean_variance'])} latent dimensions "
+                 f"switched off at weight {row['kl_weight']:g}" for row in sweep
+                 if inactive_dimensions(row)]
     parts.append(listed(collapsed) if collapsed else "every latent dimension stayed active")
     return (f"**Q1: What does the KL weight do?** Across weights {weights_text(weights)}, "
             f"{listed(parts)}. The paragraphs below give the numbers and what each change "
@@ -146,18 +157,23 @@ def reconstructions_answer(sweep: Sequence[Mapping[str, Any]], spread: SeedSprea
         f"another digit, up to {percent(max(misread))}.")
 
 
+def smoothness_changes(measured: Sequence[Mapping[str, Any]]) -> list[Estimate]:
+    """Each step's change of the neighbour change along active dimensions between neighbouring
+    models (all with an active dimension): positive is rougher."""
+    return [estimate_of(b, "own_active_neighbour_change")
+            - estimate_of(a, "own_active_neighbour_change") for a, b in zip(measured, measured[1:])]
+
+
+def smoothness_sds(measured: Sequence[Mapping[str, Any]], spread: SeedSpread | None
+                   ) -> list[float]:
+    """The seed spread of each of those steps (empty without a spread)."""
+    return step_sds(spread, measured, "own_active_neighbour_change", "latent_space")
+
+
 def smoothness_steps(measured: Sequence[Mapping[str, Any]], spread: SeedSpread | None
                      ) -> list[int]:
-    """The clear sign of each step of the neighbour change along active dimensions between
-    neighbouring models (all with an active dimension): +1 rougher, -1 smoother, 0 unclear."""
-    steps = []
-    for a, b in zip(measured, measured[1:]):
-        change = (estimate_of(b, "own_active_neighbour_change")
-                  - estimate_of(a, "own_active_neighbour_change"))
-        sd = None if spread is None else spread.difference_sd(
-            "latent_space", "own_active_neighbour_change", a["kl_weight"], b["kl_weight"])
-        steps.append(clear_sign(change, sd))
-    return steps
+    """The clear sign of each of those steps: +1 rougher, -1 smoother, 0 unclear."""
+    return clear_steps(smoothness_changes(measured), smoothness_sds(measured, spread))
 
 
 def continuity_answer(space: Sequence[Mapping[str, Any]], spread: SeedSpread | None) -> str:
@@ -200,7 +216,7 @@ def continuity_answer(space: Sequence[Mapping[str, Any]], spread: SeedSpread | N
     change_text = (f"the mean pixel change between neighbouring tiles of each model's grid "
                    f"over its own codes {steps_text([row['kl_weight'] for row in measured], steps)}"
                    if len(measured) > 1 else "")
-    sds = step_sds(spread, measured, "own_active_neighbour_change", "latent_space")
+    sds = smoothness_sds(measured, spread)
     if len(measured) > 1:
         change_text += f" ({seed_note(spread, {'neighbour change': sds})})"
     text = (f"**Continuity of the latent space.** {answer}: measured along the active "
@@ -262,8 +278,10 @@ def baseline_answer(baseline: Mapping[str, Any], sweep: Sequence[Mapping[str, An
     gap = estimate_of(vae, "confident_share") - estimate_of(base, "confident_share")
     sd = (spread.sd("generation", "confident_share", vae["kl_weight"])
           if spread is not None and spread.has("generation", "confident_share") else None)
-    verdict = {1: "more", -1: "less", 0: "not clearly more or less"}[clear_sign(gap, sd)]
-    if clear_sign(gap, sd) == 0 and gap.sign != 0:
+    sign = clear_sign(gap, sd)
+    verdict = {1: "more recognisable", -1: "less recognisable",
+               0: "not clearly more or less recognisable"}[sign]
+    if sign == 0 and gap.sign != 0:
         verdict = (f"{'more' if gap.sign > 0 else 'less'} recognisable on these samples but, "
                    f"by less than the VAE's spread over training seeds, not clearly")
     seeds = ("" if sd is None else f" The VAE's share varies by {percent(sd)} over "
@@ -278,8 +296,7 @@ def baseline_answer(baseline: Mapping[str, Any], sweep: Sequence[Mapping[str, An
         f"own codes, it gives digits the classifier reads with confidence (probability at "
         f"least {CONFIDENCE:g}) {percent(base['confident_share'], 0)} of the time, against "
         f"{percent(vae['confident_share'], 0)} for the weight-{vae['kl_weight']:g} VAE "
-        f"decoding the prior's samples: the VAE's samples are {verdict}"
-        f"{'' if 'recognisable' in verdict else ' recognisable'} "
+        f"decoding the prior's samples: the VAE's samples are {verdict} "
         f"({gap.text('.1%')}; {table('task2_generation')}, {figure('task2_generated')})."
         + seeds)
 
@@ -288,24 +305,23 @@ def broken_steps(weights: Sequence[float], changes: Sequence[Estimate],
                  sds: Sequence[float], expected: int, spec: str = ".2g") -> str:
     """Why steps of the weight did not move a quantity in the `expected` direction, step by
     step: the wrong way, not clear on the test images, or within the spread over seeds."""
+    signs = clear_steps(changes, sds)
+    if len(changes) > 1 and all(sign == -expected for sign in signs):
+        return (f"Every step moved the other way "
+                f"({listed([change.text(spec) for change in changes])})")
     reasons = []
-    for index, (a, b, change) in enumerate(zip(weights, weights[1:], changes)):
-        sd = sds[index] if index < len(sds) else None
-        if clear_sign(change, sd) == expected:
+    for index, (a, b, change, sign) in enumerate(zip(weights, weights[1:], changes, signs)):
+        if sign == expected:
             continue
         where = f"from {number(a, 'g')} to {number(b, 'g')}"
-        if clear_sign(change, sd) == -expected:
+        if sign == -expected:
             reasons.append(f"{where} it moved the other way ({change.text(spec)})")
         elif change.sign == 0:
             reasons.append(f"{where} the change ({change.text(spec)}) is not clear on the "
                            f"test images")
         else:
             reasons.append(f"{where} the change ({change.text(spec)}) is within its spread "
-                           f"over seeds ({number(sd, spec)})")
-    others = [change for index, change in enumerate(changes)
-              if clear_sign(change, sds[index] if index < len(sds) else None) == -expected]
-    if len(changes) > 1 and len(others) == len(changes):
-        return f"Every step moved the other way ({listed([c.text(spec) for c in others])})"
+                           f"over seeds ({number(sds[index], spec)})")
     text = "; ".join(reasons)
     return text[:1].upper() + text[1:]
 
@@ -407,14 +423,10 @@ def expectations_answer(sweep: Sequence[Mapping[str, Any]], space: Sequence[Mapp
           f"prior's 1 ({table('task2_dimensions')})"))
     models = [row for row in space[1:] if row["active_dimensions"] > 0]
     model_weights = [row["kl_weight"] for row in models]
-    smooth_changes = [estimate_of(b, "own_active_neighbour_change")
-                      - estimate_of(a, "own_active_neighbour_change")
-                      for a, b in zip(models, models[1:])]
-    smooth_sds = step_sds(spread, models, "own_active_neighbour_change", "latent_space")
-    smooth_steps = [clear_sign(change, smooth_sds[i] if smooth_sds else None)
-                    for i, change in enumerate(smooth_changes)]
+    smooth_steps = smoothness_steps(models, spread)
     smoother = status_of(smooth_steps, -1)
-    why = broken_steps(model_weights, smooth_changes, smooth_sds, -1, ".3f")
+    why = broken_steps(model_weights, smoothness_changes(models), smoothness_sds(models, spread),
+                       -1, ".3f")
     items.append(expectation(
         "a larger weight makes the decoded space smoother", smoother,
         "along active dimensions, the change between neighbouring tiles "
@@ -425,8 +437,7 @@ def expectations_answer(sweep: Sequence[Mapping[str, Any]], space: Sequence[Mapp
     gen_changes = [estimate_of(b, "confident_share") - estimate_of(a, "confident_share")
                    for a, b in zip(confident, confident[1:])]
     gen_sds = step_sds(spread, confident, "confident_share", "generation")
-    gen_steps = [clear_sign(change, gen_sds[i] if gen_sds else None)
-                 for i, change in enumerate(gen_changes)]
+    gen_steps = clear_steps(gen_changes, gen_sds)
     better = status_of(gen_steps, 1)
     why = broken_steps(weights[:len(confident)], gen_changes, gen_sds, 1, ".1%")
     if len(confident) > 1 and (estimate_of(confident[-1], "digit_entropy")
@@ -441,8 +452,7 @@ def expectations_answer(sweep: Sequence[Mapping[str, Any]], space: Sequence[Mapp
         f"the share read with confidence {steps_text(weights[:len(confident)], gen_steps)} "
         f"({table('task2_generation')})",
         "" if better == "consistent" else why or "No step of the weight changed it clearly"))
-    collapsed = [row["kl_weight"] for row in sweep
-                 if row["active_dimensions"] < len(row["mean_variance"])]
+    collapsed = [row["kl_weight"] for row in sweep if inactive_dimensions(row)]
     top = max(weights)
     switched = bool(collapsed) and max(collapsed) == top
     at_top = own.get(top)
@@ -452,9 +462,8 @@ def expectations_answer(sweep: Sequence[Mapping[str, Any]], space: Sequence[Mapp
         sweep, key=lambda row: row["kl_weight"])["mean_variance"]])
     why = "" if switched else (f"At weight {top:g} every dimension keeps Var$_x(\\mu_d)$ above "
                                f"0.01 ({variances})")
-    inactive = [f"{len(row['mean_variance']) - row['active_dimensions']} of "
-                f"{len(row['mean_variance'])} dimensions inactive at weight {row['kl_weight']:g}"
-                for row in sweep if row["kl_weight"] in collapsed]
+    inactive = [f"{inactive_dimensions(row)} of {len(row['mean_variance'])} dimensions inactive "
+                f"at weight {row['kl_weight']:g}" for row in sweep if inactive_dimensions(row)]
     measured = listed(inactive) if collapsed else "every dimension is active at every weight"
     if switched and beaten_top:
         rival = next(row for row in sweep if row["kl_weight"] == at_top["rival"])
